@@ -1,0 +1,1 @@
+"""Pure per-modality preprocessing: arrays in, arrays out. No file writes, no ray/prefect/h5py."""
