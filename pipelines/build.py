@@ -1,0 +1,214 @@
+"""The per-shard build step and the driver that plans, resumes and commits a dataset build.
+
+``build_shard`` is a plain function of (dataset root, shard spec, config): executors (local, Ray) and
+Prefect tasks only decide where it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from pipelines.config import BuildConfig
+from pipelines.manifest import Manifest, build_manifest, problem_rejects
+from pipelines.plan import ShardSpec, plan_shards
+from pipelines.samples import SampleError, process_sample
+from pipelines.sources import Source
+from storage import format as fmt
+from storage.atomic import publish, sha256_file, write_bytes_atomic
+from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
+from storage.locks import DatasetLock
+from storage.schema import reject_frame
+from storage.shard import ShardSummary, ShardWriter
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+def build_shard(root: Path, spec: ShardSpec, config: BuildConfig,
+                on_sample: Callable[[], None] | None = None) -> ShardSummary:
+    """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept."""
+    started = time.perf_counter()
+    writer = ShardWriter(Path(root), spec.shard_id, capacity=max(len(spec), 1)).open()
+    try:
+        for row in spec.rows:
+            try:
+                sample = process_sample(row, config)
+            except SampleError as err:
+                writer.reject(row["sample_id"], err.stage, err.cause, err.input_path)
+            else:
+                writer.write(sample.arrays, {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
+            if on_sample is not None:
+                on_sample()
+        summary = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started})
+
+
+_COPIED = ("sample_id", "source", "layout", "split", "uri_image", "uri_depth", "uri_thermal", "uri_video",
+           "uri_audio", "uri_imu", "caption", "label", "sensor", "fx", "baseline_m", "fps", "anchor_s")
+
+
+def _index_fields(row: dict) -> dict:
+    return {k: row.get(k) for k in _COPIED}
+
+
+@dataclass
+class BuildReport:
+    root: Path
+    planned_shards: int
+    skipped_shards: int
+    summaries: list[ShardSummary] = field(default_factory=list)
+    manifest_problems: list[str] = field(default_factory=list)
+    manifest_rejects: int = 0
+    seconds: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return sum(s.stored for s in self.summaries)
+
+    @property
+    def rejected(self) -> int:
+        return sum(s.rejected for s in self.summaries) + self.manifest_rejects
+
+    def reject_reasons(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for s in self.summaries:
+            counts.update(s.reject_reasons)
+        return dict(sorted(counts.items()))
+
+    def lines(self) -> list[str]:
+        rate = self.stored / self.seconds if self.seconds > 0 else 0.0
+        out = [
+            f"dataset: {self.root}",
+            f"shards: {len(self.summaries)} built, {self.skipped_shards} already committed, {self.planned_shards} planned",
+            f"samples stored: {self.stored}  rejected: {self.rejected}  ({self.seconds:.1f} s, {rate:.1f} samples/s)",
+        ]
+        out += [f"  rejected {k}: {v}" for k, v in self.reject_reasons().items()]
+        out += [f"  manifest: {line}" for line in self.manifest_problems]
+        return out
+
+
+def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources: list[Source],
+                    overwrite: bool = False) -> tuple[list[ShardSpec], dict]:
+    """Write (or check) manifest and catalog, and return the shard plan and the catalog.
+
+    A rerun with the same config and sources resumes; a different config or a changed manifest is
+    refused unless ``overwrite`` (which starts the dataset afresh)."""
+    root = Path(root)
+    manifest_bytes = _parquet_bytes(manifest.frame)
+    manifest_sha = _sha256(manifest_bytes)
+    cfg = config.to_dict()
+    catalog = load_catalog(root)
+    if catalog is not None:
+        changed = []
+        if catalog["config_hash"] != config_hash(cfg):
+            changed.append(f"config hash {catalog['config_hash']} -> {config_hash(cfg)}")
+        if catalog["manifest"]["sha256"] != manifest_sha:
+            changed.append(f"manifest ({catalog['manifest']['rows']} -> {manifest.frame.height} rows)")
+        if changed and not overwrite:
+            raise ConfigMismatch(
+                f"{root} was built with a different configuration: {'; '.join(changed)}. "
+                "Pass --overwrite to rebuild it, or write a new dataset with another --out."
+            )
+        if changed:
+            for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR, fmt.REJECTS_DIR, fmt.EMBEDDINGS_DIR, fmt.TMP_DIR):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            catalog = None
+    plan = plan_shards(manifest.frame, config.shard_size)
+    if catalog is None:
+        write_bytes_atomic(root / fmt.MANIFEST_FILE, manifest_bytes)
+        _write_manifest_rejects(root, manifest)
+        catalog = new_catalog(cfg, [s.describe() for s in sources], manifest.frame.height, manifest_sha, len(plan))
+        write_catalog(root, catalog)
+    # Leftovers of builds that died mid-shard: never visible, safe to drop now that we hold the lock.
+    shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
+    return plan, catalog
+
+
+def pending_shards(root: Path, plan: list[ShardSpec]) -> list[ShardSpec]:
+    """Shards whose index (the commit point) is not there yet."""
+    return [s for s in plan if not fmt.index_path(root, s.shard_id).exists()]
+
+
+def reconcile_catalog(root: Path, catalog: dict, plan: list[ShardSpec]) -> None:
+    """Record shards committed by a run that died before updating dataset.json."""
+    changed = False
+    for spec in plan:
+        name = fmt.shard_name(spec.shard_id)
+        if name in catalog["shards"] or not fmt.index_path(root, spec.shard_id).exists():
+            continue
+        index = pl.read_parquet(fmt.index_path(root, spec.shard_id))
+        rejects = pl.read_parquet(fmt.rejects_path(root, spec.shard_id))
+        shard_file = fmt.shard_path(root, spec.shard_id)
+        catalog["shards"][name] = shard_entry(
+            ShardSummary(
+                shard_id=spec.shard_id,
+                stored=index.height,
+                rejected=rejects.height,
+                reject_reasons=dict(Counter(f"{s}:{e}" for s, e in zip(rejects["stage"], rejects["error_type"]))),
+                shard_sha256=sha256_file(shard_file),
+                index_sha256=sha256_file(fmt.index_path(root, spec.shard_id)),
+                bytes_written=shard_file.stat().st_size,
+            )
+        )
+        changed = True
+    if changed:
+        write_catalog(root, catalog)
+
+
+def build_dataset(sources: list[Source], root: str | Path, config: BuildConfig | None = None,
+                  executor=None, overwrite: bool = False, progress: bool = True) -> BuildReport:
+    """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock."""
+    from pipelines.executors import LocalExecutor, ShardProgress
+
+    config = config or BuildConfig()
+    executor = executor or LocalExecutor()
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with DatasetLock(root, "build"):
+        manifest = build_manifest(sources)
+        plan, catalog = prepare_dataset(root, manifest, config, sources, overwrite)
+        reconcile_catalog(root, catalog, plan)
+        todo = pending_shards(root, plan)
+        report = BuildReport(root, len(plan), len(plan) - len(todo), manifest_problems=manifest.problem_summary(),
+                             manifest_rejects=len(manifest.problems))
+        with ShardProgress(todo, enabled=progress) as bar:
+            for summary in executor.run_shards(root, todo, config, on_sample=bar.sample):
+                catalog["shards"][fmt.shard_name(summary.shard_id)] = shard_entry(summary)
+                write_catalog(root, catalog)
+                report.summaries.append(summary)
+                bar.shard_done(summary)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_manifest_rejects(root: Path, manifest: Manifest) -> None:
+    path = fmt.rejects_path(root, fmt.MANIFEST_REJECTS_NAME)
+    tmp = path.with_name(".manifest.parquet.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    reject_frame(problem_rejects(manifest)).write_parquet(tmp)
+    publish(tmp, path)

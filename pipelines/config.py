@@ -1,0 +1,74 @@
+"""BuildConfig: every knob of a dataset build, one frozen dataclass per modality inside.
+
+Its ``to_dict`` is what ``dataset.json`` records and hashes: a rerun with a different config is
+detected instead of silently mixing two preprocessings in one dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from preprocess.audio import AudioConfig
+from preprocess.depth import DepthConfig
+from preprocess.image import ImageConfig
+from preprocess.imu import ImuConfig
+from preprocess.text import TextConfig
+from preprocess.thermal import ThermalConfig
+from preprocess.video import VideoConfig
+
+PREPROCESS_VERSION = 1  # bump when stored content changes for the same config
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    image: ImageConfig = field(default_factory=ImageConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    imu: ImuConfig = field(default_factory=ImuConfig)
+    shard_size: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["preprocess_version"] = PREPROCESS_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BuildConfig":
+        """Build from nested overrides, naming any unknown key (``{"depth": {"max_depth_m": 10}}``)."""
+        data = {k: v for k, v in data.items() if k != "preprocess_version"}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields.keys()
+        if unknown:
+            raise ValueError(f"unknown build config key(s): {sorted(unknown)}; valid: {sorted(fields)}")
+        kwargs: dict[str, Any] = {}
+        default = cls()
+        for name, value in data.items():
+            current = getattr(default, name)
+            if dataclasses.is_dataclass(current):
+                kwargs[name] = _replace_dataclass(current, value, name)
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+
+def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{prefix} must be a table of settings, got {overrides!r}")
+    valid = {f.name for f in dataclasses.fields(current)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(f'{prefix}.{k}' for k in unknown)}; valid: {sorted(valid)}")
+    converted = {}
+    for k, v in overrides.items():
+        # TOML/JSON give lists where the dataclasses hold tuples; keep hashing and equality stable.
+        if isinstance(getattr(current, k), tuple) and isinstance(v, list):
+            v = tuple(v)
+        if isinstance(getattr(current, k), dict) and isinstance(v, dict):
+            v = {**getattr(current, k), **v}
+        converted[k] = v
+    return dataclasses.replace(current, **converted)

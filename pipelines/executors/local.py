@@ -1,0 +1,21 @@
+"""The in-process executor: a plain loop, for debugging, tests and small builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+from pipelines.build import build_shard
+from pipelines.config import BuildConfig
+from pipelines.executors.base import Executor
+from pipelines.plan import ShardSpec
+from storage.shard import ShardSummary
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
+                   on_sample: Callable[[], None] | None = None) -> Iterator[ShardSummary]:
+        for spec in specs:
+            yield build_shard(root, spec, config, on_sample=on_sample)

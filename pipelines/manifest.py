@@ -1,0 +1,65 @@
+"""Sources -> one manifest frame (sorted, typed, unique ids) plus the problems found on the way."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipelines.sources import MANIFEST_SCHEMA, Problem, Source
+
+
+@dataclass(frozen=True)
+class Manifest:
+    frame: pl.DataFrame
+    problems: list[tuple[str, Problem]]  # (source name, problem)
+
+    def problem_summary(self, first: int = 3) -> list[str]:
+        """Human lines: count per (source, kind) with the first few names, so nothing is silent."""
+        by_key: dict[tuple[str, str], list[Problem]] = {}
+        for source, problem in self.problems:
+            by_key.setdefault((source, problem.kind), []).append(problem)
+        lines = []
+        for (source, kind), items in sorted(by_key.items()):
+            names = ", ".join(p.path for p in items[:first])
+            more = f", ... (+{len(items) - first} more)" if len(items) > first else ""
+            lines.append(f"{source}: {len(items)} {kind} ({names}{more})")
+        return lines
+
+
+def build_manifest(sources: list[Source]) -> Manifest:
+    rows: list[dict] = []
+    problems: list[tuple[str, Problem]] = []
+    names = Counter(s.name for s in sources)
+    duplicated = [n for n, c in names.items() if c > 1]
+    if duplicated:
+        raise ValueError(f"source names must be unique, repeated: {duplicated} (pass name=... per source)")
+    for source in sources:
+        scanned = source.scan()
+        rows.extend(scanned.rows)
+        problems.extend((source.name, p) for p in scanned.problems)
+    frame = pl.DataFrame(
+        {name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
+    )
+    # Sorted by source then sample id: independent of filesystem listing order, so plans agree.
+    frame = frame.sort(["source", "sample_id"])
+    dupes = frame.filter(pl.col("sample_id").is_duplicated())
+    if dupes.height:
+        raise ValueError(f"{dupes.height} manifest rows share a sample_id, e.g. {dupes['sample_id'][0]}")
+    return Manifest(frame, problems)
+
+
+def problem_rejects(manifest: Manifest) -> list[dict]:
+    """Manifest problems as reject rows (stage "manifest")."""
+    return [
+        {
+            "sample_id": None,
+            "shard": None,
+            "stage": "manifest",
+            "error_type": problem.kind,
+            "message": f"{source}: {problem.message}",
+            "input_path": problem.path,
+        }
+        for source, problem in manifest.problems
+    ]

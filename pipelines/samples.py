@@ -1,0 +1,149 @@
+"""One manifest row -> the compact arrays and index fields of one stored sample.
+
+Each modality is one small function: read the file (inside its declared root), call the pure
+preprocessing ops, and return arrays keyed ``<modality>/<name>`` plus index fields. Any failure is a
+``SampleError`` carrying the stage and the input path, so the build records a reject and goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import BuildConfig
+from pipelines.sources.base import resolve_inside
+from preprocess.crops import CropBox, center_crop_box
+from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
+from preprocess.image import crop_rgb, decode_image
+from preprocess.text import tokenize
+from preprocess.thermal import crop_thermal, decode_thermal
+
+
+class SampleError(Exception):
+    def __init__(self, stage: str, cause: BaseException | str, input_path: str = ""):
+        super().__init__(str(cause))
+        self.stage = stage
+        self.cause = cause
+        self.input_path = input_path
+
+    @property
+    def error_type(self) -> str:
+        return type(self.cause).__name__ if isinstance(self.cause, BaseException) else "Rejected"
+
+
+@dataclass
+class ProcessedSample:
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=list)
+
+    def add(self, modality: str, arrays: dict[str, np.ndarray], **fields: Any) -> None:
+        self.arrays.update({f"{modality}/{k}": v for k, v in arrays.items()})
+        self.fields.update(fields)
+        self.modalities.append(modality)
+
+
+def read_input(row: dict[str, Any], uri_column: str) -> tuple[bytes, str]:
+    """Bytes of a row's file, refusing paths outside the row's root; errors are stage "read"."""
+    rel = row[uri_column]
+    try:
+        path = resolve_inside(Path(row["root"]), rel)
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise SampleError("read", exc, rel) from exc
+    if not data:
+        raise SampleError("read", ValueError(f"{rel} is empty (0 bytes)"), rel)
+    return data, rel
+
+
+def _stage(stage: str, rel: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except SampleError:
+        raise
+    except Exception as exc:  # decoders raise many types; every one becomes a recorded reject
+        raise SampleError(stage, exc, rel) from exc
+
+
+def check_same_aspect(name: str, size_hw: tuple[int, int], rgb_hw: tuple[int, int], tolerance: float = 0.01) -> None:
+    """A partner map must show the RGB's field of view: same aspect ratio (resolution may differ)."""
+    a = size_hw[1] / size_hw[0]
+    b = rgb_hw[1] / rgb_hw[0]
+    if abs(a - b) > tolerance * b:
+        raise ValueError(
+            f"{name} is {size_hw[1]}x{size_hw[0]} but its RGB is {rgb_hw[1]}x{rgb_hw[0]}: "
+            "aspect ratios differ, so one crop box cannot cover the same scene in both"
+        )
+
+
+def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[int, int]]:
+    data, rel = read_input(row, "uri_image")
+    rgb = _stage("decode", rel, decode_image, data)
+    box = center_crop_box(rgb.shape[0], rgb.shape[1], cfg.image.size)
+    pixels = _stage("preprocess", rel, crop_rgb, rgb, box, cfg.image)
+    out.add(
+        "image",
+        {"pixels": pixels},
+        crop_y0=box.y0, crop_x0=box.x0, crop_y1=box.y1, crop_x1=box.x1,
+        q_image_mean=float(pixels.mean() / 255.0),
+    )
+    return box, rgb.shape[:2]
+
+
+def _depth(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:
+    data, rel = read_input(row, "uri_depth")
+    depth_m = _stage("decode", rel, decode_depth_png, data, row.get("depth_encoding") or "sunrgbd")
+    _stage("preprocess", rel, check_same_aspect, "depth", depth_m.shape[:2], rgb_hw)
+    disparity, valid = _stage(
+        "preprocess", rel, depth_to_disparity, depth_m, row["fx"], row["baseline_m"], cfg.depth
+    )
+    disp_crop, valid_crop = _stage("preprocess", rel, crop_depth, disparity, valid, box, cfg.depth)
+    fraction = float(valid_crop.mean())
+    if fraction == 0.0:
+        raise SampleError("preprocess", ValueError(f"{rel}: no valid depth pixel inside the crop"), rel)
+    out.add(
+        "depth",
+        # float16 disparity: 11 bits of mantissa are finer than any consumer depth sensor's noise.
+        {"disparity": disp_crop.astype(np.float16), "valid": valid_crop.astype(bool)},
+        q_depth_valid_fraction=fraction,
+    )
+
+
+def _thermal(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:
+    data, rel = read_input(row, "uri_thermal")
+    t01 = _stage("decode", rel, decode_thermal, data)
+    _stage("preprocess", rel, check_same_aspect, "thermal", t01.shape[:2], rgb_hw)
+    crop = _stage("preprocess", rel, crop_thermal, t01, box, cfg.thermal)
+    lo, hi = np.percentile(crop, [1, 99])
+    out.add("thermal", {"intensity": crop.astype(np.float16)}, q_thermal_dynamic_range=float(hi - lo))
+
+
+def _text(row, cfg: BuildConfig, out: ProcessedSample) -> None:
+    tokens = _stage("preprocess", "", tokenize, [row["caption"]], cfg.text)
+    out.add("text", {"tokens": tokens[0].astype(np.int32)})
+
+
+def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
+    """All modalities of one manifest row; raises SampleError on the first bad input."""
+    out = ProcessedSample()
+    box = rgb_hw = None
+    if row.get("uri_image"):
+        box, rgb_hw = _image(row, cfg, out)
+    for modality, fn in (("depth", _depth), ("thermal", _thermal)):
+        if row.get(f"uri_{modality}"):
+            if box is None:
+                # Unpaired depth/thermal: crop it on its own frame.
+                raise SampleError("preprocess", ValueError(f"{modality} without an RGB partner"), row[f"uri_{modality}"])
+            fn(row, cfg, box, rgb_hw, out)
+    if row.get("caption") and row.get("layout") in ("image-text", "generic"):
+        _text(row, cfg, out)
+    if row.get("uri_video") or row.get("uri_audio") or row.get("uri_imu"):
+        from pipelines.temporal import process_temporal  # imported lazily: PyAV only when needed
+
+        process_temporal(row, cfg, out)
+    if not out.modalities:
+        raise SampleError("preprocess", ValueError("row has no modality to store"), "")
+    return out

@@ -1,0 +1,66 @@
+"""``dataset.json``: the catalog of a dataset (format version, config and its hash, sources,
+committed shards with sha256 and row counts). Only the build driver writes it, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from storage import format as fmt
+from storage.atomic import write_bytes_atomic
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of a JSON-able config: keys sorted, no whitespace."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def catalog_path(root: Path) -> Path:
+    return Path(root) / fmt.CATALOG_FILE
+
+
+def load_catalog(root: Path) -> dict[str, Any] | None:
+    path = catalog_path(root)
+    if not path.exists():
+        return None
+    catalog = json.loads(path.read_text())
+    version = catalog.get("format_version")
+    if version != fmt.FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {version!r}; this bindset reads version {fmt.FORMAT_VERSION}"
+        )
+    return catalog
+
+
+def new_catalog(config: dict[str, Any], sources: list[dict[str, Any]], manifest_rows: int,
+                manifest_sha256: str, planned_shards: int) -> dict[str, Any]:
+    return {
+        "format_version": fmt.FORMAT_VERSION,
+        "config": config,
+        "config_hash": config_hash(config),
+        "sources": sources,
+        "manifest": {"rows": manifest_rows, "sha256": manifest_sha256},
+        "planned_shards": planned_shards,
+        "shards": {},
+    }
+
+
+def write_catalog(root: Path, catalog: dict[str, Any]) -> None:
+    data = json.dumps(catalog, indent=2, sort_keys=True).encode() + b"\n"
+    write_bytes_atomic(catalog_path(root), data)
+
+
+def shard_entry(summary: Any) -> dict[str, Any]:
+    """The catalog's record of a committed shard (``summary`` is a ShardSummary)."""
+    return {
+        "rows": summary.stored,
+        "rejected": summary.rejected,
+        "reject_reasons": dict(summary.reject_reasons),
+        "sha256": summary.shard_sha256,
+        "index_sha256": summary.index_sha256,
+        "bytes": summary.bytes_written,
+        "node_id": summary.node_id,
+    }

@@ -1,0 +1,271 @@
+"""Shard writer and reader: HDF5 tensors + Parquet index + Parquet rejects.
+
+The writer follows an explicit lifecycle (``open`` -> ``write``/``reject`` -> ``commit`` or ``abort``),
+like Ray Data's Datasink. Everything is written under ``_tmp/`` first; ``commit`` publishes the HDF5
+file, then the rejects, and renames the index last: a shard is committed exactly when its index file
+exists, so a crash at any point leaves either nothing visible or a complete shard.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import polars as pl
+
+from storage import format as fmt
+from storage.atomic import publish, sha256_file
+from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a shard build returns to the driver: small, never pixels."""
+
+    shard_id: int
+    stored: int
+    rejected: int
+    reject_reasons: dict[str, int]
+    shard_sha256: str
+    index_sha256: str
+    bytes_written: int
+    node_id: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id,
+            "stored": self.stored,
+            "rejected": self.rejected,
+            "reject_reasons": dict(self.reject_reasons),
+            "shard_sha256": self.shard_sha256,
+            "index_sha256": self.index_sha256,
+            "bytes_written": self.bytes_written,
+            "node_id": self.node_id,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardSummary":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class ShardWriter:
+    """Writes one shard. Arrays are keyed ``"<group>/<name>"`` (e.g. ``"image/pixels"``).
+
+    Datasets are created on first use with the shape and dtype of that first array, preallocated to
+    ``capacity`` rows, chunked one sample per chunk (random access by the loader reads one chunk),
+    and trimmed to the rows written at commit. A row missing a key keeps zeros there; the index's
+    ``modalities`` column says what each row really holds.
+    """
+
+    def __init__(self, root: Path, shard_id: int, capacity: int):
+        if capacity <= 0:
+            raise ValueError(f"shard capacity must be positive, got {capacity}")
+        self.root = Path(root)
+        self.shard_id = shard_id
+        self.capacity = capacity
+        self._tmp_dir: Path | None = None
+        self._h5: h5py.File | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._rejects: list[dict[str, Any]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> "ShardWriter":
+        name = fmt.shard_name(self.shard_id)
+        self._tmp_dir = self.root / fmt.TMP_DIR / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tmp_dir.mkdir(parents=True)
+        # track_order off and no timestamps: same inputs must give byte-identical files.
+        self._h5 = h5py.File(self._tmp_dir / f"{name}.h5", "w", libver="v110", track_order=False)
+        self._h5.attrs["format_version"] = fmt.FORMAT_VERSION
+        self._h5.attrs["shard_id"] = self.shard_id
+        return self
+
+    def __enter__(self) -> "ShardWriter":
+        return self.open() if self._h5 is None else self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def write(self, arrays: dict[str, np.ndarray], index_row: dict[str, Any]) -> int:
+        """Store one sample; returns its row number in the shard."""
+        h5 = self._require_open()
+        row = len(self._rows)
+        if row >= self.capacity:
+            raise ValueError(f"shard {self.shard_id} is full ({self.capacity} rows)")
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if key not in h5:
+                h5.create_dataset(
+                    key,
+                    shape=(self.capacity, *value.shape),
+                    dtype=value.dtype,
+                    chunks=(1, *value.shape),
+                    track_times=False,
+                )
+            dset = h5[key]
+            if dset.shape[1:] != value.shape or dset.dtype != value.dtype:
+                raise ValueError(
+                    f"sample {index_row.get('sample_id')!r}: {key} has shape {value.shape} {value.dtype}, "
+                    f"shard expects {dset.shape[1:]} {dset.dtype}"
+                )
+            dset[row] = value
+        self._rows.append({**index_row, "shard": self.shard_id, "row": row})
+        return row
+
+    def reject(self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "") -> None:
+        error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
+        self._rejects.append(
+            {
+                "sample_id": sample_id,
+                "shard": self.shard_id,
+                "stage": stage,
+                "error_type": error_type,
+                "message": str(error),
+                "input_path": input_path,
+            }
+        )
+
+    def commit(self) -> ShardSummary:
+        h5 = self._require_open()
+        n = len(self._rows)
+        h5.close()
+        self._h5 = None
+        tmp = self._tmp_dir
+        assert tmp is not None
+        name = fmt.shard_name(self.shard_id)
+        h5_tmp = tmp / f"{name}.h5"
+        if n < self.capacity:
+            h5_tmp = _trim_h5(h5_tmp, n)
+        index_tmp = tmp / f"{name}.index.parquet"
+        index_frame(self._rows).write_parquet(index_tmp, statistics=True)
+        rejects_tmp = tmp / f"{name}.rejects.parquet"
+        reject_frame(self._rejects).write_parquet(rejects_tmp)
+
+        shard_final = fmt.shard_path(self.root, self.shard_id)
+        index_final = fmt.index_path(self.root, self.shard_id)
+        summary = ShardSummary(
+            shard_id=self.shard_id,
+            stored=n,
+            rejected=len(self._rejects),
+            reject_reasons=_count_reasons(self._rejects),
+            shard_sha256=sha256_file(h5_tmp),
+            index_sha256=sha256_file(index_tmp),
+            bytes_written=h5_tmp.stat().st_size,
+        )
+        publish(h5_tmp, shard_final)
+        publish(rejects_tmp, fmt.rejects_path(self.root, self.shard_id))
+        publish(index_tmp, index_final)  # the commit point
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._tmp_dir = None
+        return summary
+
+    def abort(self) -> None:
+        if self._h5 is not None:
+            try:
+                self._h5.close()
+            finally:
+                self._h5 = None
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+
+    def _require_open(self) -> h5py.File:
+        if self._h5 is None:
+            raise RuntimeError("ShardWriter is not open (call open() or use it as a context manager)")
+        return self._h5
+
+
+def _dataset_keys(h5: h5py.File) -> list[str]:
+    keys: list[str] = []
+    h5.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return sorted(keys)
+
+
+def _trim_h5(path: Path, n: int) -> Path:
+    """Copy the first ``n`` rows into a fresh file: fixed-size datasets cannot shrink in place,
+    and a copy keeps the file free of the unused preallocated chunks."""
+    trimmed = path.with_name(path.stem + ".trim.h5")
+    with h5py.File(path, "r") as src, h5py.File(trimmed, "w", libver="v110", track_order=False) as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for key in _dataset_keys(src):
+            s = src[key]
+            d = dst.create_dataset(
+                key,
+                shape=(n, *s.shape[1:]),
+                dtype=s.dtype,
+                chunks=(1, *s.shape[1:]),
+                track_times=False,
+            )
+            if n:
+                d[...] = s[:n]
+    path.unlink()
+    return trimmed
+
+
+def _count_reasons(rejects: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rejects:
+        key = f"{r['stage']}:{r['error_type']}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+class ShardReader:
+    """Random access to one committed shard's stored arrays (no pickle: HDF5 + Parquet only)."""
+
+    def __init__(self, root: Path, shard_id: int):
+        self.root = Path(root)
+        self.shard_id = shard_id
+        index_file = fmt.index_path(self.root, shard_id)
+        if not index_file.exists():
+            raise FileNotFoundError(f"shard {shard_id} of {self.root} is not committed (no {index_file})")
+        self.index = pl.read_parquet(index_file)
+        self._h5 = h5py.File(fmt.shard_path(self.root, shard_id), "r")
+
+    def __len__(self) -> int:
+        return self.index.height
+
+    def keys(self) -> list[str]:
+        return _dataset_keys(self._h5)
+
+    def read_stored(self, row: int) -> dict[str, np.ndarray]:
+        """The compact stored arrays of one row, keyed ``group/name``."""
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range for shard {self.shard_id} ({len(self)} rows)")
+        present = set(self.index["modalities"][row])
+        return {k: self._h5[k][row] for k in self.keys() if k.split("/", 1)[0] in present}
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def committed_shard_ids(root: Path) -> list[int]:
+    index_dir = Path(root) / fmt.INDEX_DIR
+    if not index_dir.is_dir():
+        return []
+    return sorted(int(p.stem) for p in index_dir.glob("*.parquet") if p.stem.isdigit())
+
+
+__all__ = [
+    "INDEX_SCHEMA",
+    "REJECT_SCHEMA",
+    "ShardReader",
+    "ShardSummary",
+    "ShardWriter",
+    "committed_shard_ids",
+]
