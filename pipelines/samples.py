@@ -15,7 +15,7 @@ import numpy as np
 
 from pipelines.config import BuildConfig
 from pipelines.sources.base import resolve_inside
-from preprocess.crops import CropBox, center_crop_box
+from preprocess.crops import CropBox, center_crop_box, check_same_aspect
 from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
 from preprocess.image import crop_rgb, decode_image
 from preprocess.text import tokenize
@@ -66,17 +66,6 @@ def _stage(stage: str, rel: str, fn, *args, **kwargs):
         raise
     except Exception as exc:  # decoders raise many types; every one becomes a recorded reject
         raise SampleError(stage, exc, rel) from exc
-
-
-def check_same_aspect(name: str, size_hw: tuple[int, int], rgb_hw: tuple[int, int], tolerance: float = 0.01) -> None:
-    """A partner map must show the RGB's field of view: same aspect ratio (resolution may differ)."""
-    a = size_hw[1] / size_hw[0]
-    b = rgb_hw[1] / rgb_hw[0]
-    if abs(a - b) > tolerance * b:
-        raise ValueError(
-            f"{name} is {size_hw[1]}x{size_hw[0]} but its RGB is {rgb_hw[1]}x{rgb_hw[0]}: "
-            "aspect ratios differ, so one crop box cannot cover the same scene in both"
-        )
 
 
 def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[int, int]]:
