@@ -39,7 +39,9 @@ def _add_build(sub) -> None:
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--config", type=Path, help="TOML/JSON file of preprocessing overrides")
     p.add_argument("--overwrite", action="store_true", help="rebuild a dataset whose config or sources changed")
-    p.add_argument("--executor", choices=("local",), default="local")
+    p.add_argument("--executor", choices=("ray", "local"), default="ray",
+                   help="ray (default: a local Ray, or the cluster at --ray-address/RAY_ADDRESS) or local (in-process)")
+    p.add_argument("--ray-address", help="address of an existing Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_build)
 
@@ -58,12 +60,15 @@ def _load_overrides(path: Path | None) -> dict:
 def cmd_build(args) -> int:
     from pipelines.build import build_dataset
     from pipelines.config import BuildConfig
+    from pipelines.executors import create_executor
     from pipelines.sources import create_source
 
     options = {k: v for k, v in (("name", args.name), ("split", args.split)) if v}
     source = create_source(args.layout, args.source, **options)
     config = BuildConfig.from_dict({**_load_overrides(args.config), "shard_size": args.shard_size})
-    report = build_dataset([source], args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
+    executor = create_executor(args.executor, ray_address=args.ray_address)
+    report = build_dataset([source], args.out, config, executor=executor, overwrite=args.overwrite,
+                           progress=not args.no_progress)
     print("\n".join(report.lines()))
     return 0
 

@@ -170,10 +170,10 @@ def reconcile_catalog(root: Path, catalog: dict, plan: list[ShardSpec]) -> None:
 def build_dataset(sources: list[Source], root: str | Path, config: BuildConfig | None = None,
                   executor=None, overwrite: bool = False, progress: bool = True) -> BuildReport:
     """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock."""
-    from pipelines.executors import LocalExecutor, ShardProgress
+    from pipelines.executors import ShardProgress, create_executor
 
     config = config or BuildConfig()
-    executor = executor or LocalExecutor()
+    executor = executor or create_executor("local")
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -190,6 +190,8 @@ def build_dataset(sources: list[Source], root: str | Path, config: BuildConfig |
                 write_catalog(root, catalog)
                 report.summaries.append(summary)
                 bar.shard_done(summary)
+        # Attempts killed and retried by an executor leave private temp dirs; none is committed data.
+        shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -29,7 +29,17 @@ def scan_rejects(dataset: str | Path) -> pl.LazyFrame:
     return _scan_dir(Path(dataset) / fmt.REJECTS_DIR, REJECT_SCHEMA)
 
 
+
+
+def open_dataset(dataset: str | Path):
+    """A reader returning model-ready arrays for stored samples."""
+    from storage.reader import DatasetReader
+
+    return DatasetReader(dataset)
+
+
 __all__ = [
+    "open_dataset",
     "ShardReader",
     "ShardSummary",
     "ShardWriter",

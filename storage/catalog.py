@@ -64,3 +64,18 @@ def shard_entry(summary: Any) -> dict[str, Any]:
         "bytes": summary.bytes_written,
         "node_id": summary.node_id,
     }
+
+
+def content_hash(root: Path) -> str:
+    """Hash of a dataset's committed content (shard and index bytes, by shard name). Two builds of
+    the same config and inputs agree on it however they were scheduled, interrupted or resumed."""
+    from storage.atomic import sha256_file
+
+    digest = hashlib.sha256()
+    root = Path(root)
+    for index_file in sorted((root / fmt.INDEX_DIR).glob("*.parquet")):
+        name = index_file.stem
+        digest.update(name.encode())
+        digest.update(sha256_file(index_file).encode())
+        digest.update(sha256_file(root / fmt.SHARDS_DIR / f"{name}.h5").encode())
+    return digest.hexdigest()

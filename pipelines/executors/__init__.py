@@ -4,4 +4,16 @@ from pipelines.executors.base import Executor
 from pipelines.executors.local import LocalExecutor
 from pipelines.executors.progress import ShardProgress
 
-__all__ = ["Executor", "LocalExecutor", "ShardProgress"]
+
+def create_executor(name: str = "ray", ray_address: str | None = None, **options) -> Executor:
+    """``local`` (in-process) or ``ray`` (local Ray, or the cluster at ``ray_address``/RAY_ADDRESS)."""
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        from pipelines.executors.ray import RayExecutor
+
+        return RayExecutor(address=ray_address, **options)
+    raise ValueError(f"unknown executor {name!r}; choose 'ray' or 'local'")
+
+
+__all__ = ["Executor", "LocalExecutor", "ShardProgress", "create_executor"]

@@ -16,5 +16,6 @@ class Executor(ABC):
 
     @abstractmethod
     def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
-                   on_sample: Callable[[], None] | None = None) -> Iterator[ShardSummary]:
-        """Build every spec, yielding each summary as its shard commits (any order)."""
+                   on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
+        """Build every spec, yielding each summary as its shard commits (any order);
+        ``on_sample(n)`` advances progress by ``n`` samples."""

@@ -16,6 +16,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
-                   on_sample: Callable[[], None] | None = None) -> Iterator[ShardSummary]:
+                   on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
+        tick = (lambda: on_sample(1)) if on_sample is not None else None
         for spec in specs:
-            yield build_shard(root, spec, config, on_sample=on_sample)
+            yield build_shard(root, spec, config, on_sample=tick)

@@ -1,0 +1,101 @@
+"""Model-ready samples from committed shards: stored compact arrays -> the tensors an encoder sees.
+
+The normalization constants come from the dataset's own ``dataset.json``, so a reader always undoes
+exactly the preprocessing the shards were built with.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from storage import scan_index
+from storage.catalog import load_catalog
+from storage.shard import ShardReader
+
+
+def _config(section: dict[str, Any] | None, cls):
+    if section is None:
+        return cls()
+    valid = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in cls.__dataclass_fields__}
+    return cls(**valid)
+
+
+class DatasetReader:
+    """``reader[sample_id]`` or ``reader.read(shard, row)`` -> dict of model-ready float32 arrays."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        catalog = load_catalog(self.root)
+        if catalog is None:
+            raise FileNotFoundError(f"{self.root} is not a bindset dataset (no dataset.json)")
+        self.config = catalog["config"]
+        self._shards: dict[int, ShardReader] = {}
+
+    @cached_property
+    def index(self) -> pl.DataFrame:
+        return scan_index(self.root).select("sample_id", "shard", "row").collect()
+
+    def _shard(self, shard_id: int) -> ShardReader:
+        if shard_id not in self._shards:
+            self._shards[shard_id] = ShardReader(self.root, shard_id)
+        return self._shards[shard_id]
+
+    def read(self, shard_id: int, row: int) -> dict[str, np.ndarray]:
+        return self.model_ready(self._shard(shard_id).read_stored(row))
+
+    def __getitem__(self, sample_id: str) -> dict[str, np.ndarray]:
+        hit = self.index.filter(pl.col("sample_id") == sample_id)
+        if hit.height != 1:
+            raise KeyError(f"sample {sample_id!r} is not in {self.root}")
+        return self.read(int(hit["shard"][0]), int(hit["row"][0]))
+
+    def model_ready(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from preprocess.depth import DepthConfig, normalize_depth
+        from preprocess.image import ImageConfig, normalize_rgb
+        from preprocess.thermal import ThermalConfig, normalize_thermal
+
+        out: dict[str, np.ndarray] = {}
+        if "image/pixels" in stored:
+            out["image"] = normalize_rgb(stored["image/pixels"], _config(self.config.get("image"), ImageConfig))
+        if "depth/disparity" in stored:
+            cfg = _config(self.config.get("depth"), DepthConfig)
+            out["depth"] = normalize_depth(stored["depth/disparity"], stored["depth/valid"], cfg)
+            out["depth_valid"] = stored["depth/valid"].astype(bool)
+        if "thermal/intensity" in stored:
+            out["thermal"] = normalize_thermal(stored["thermal/intensity"], _config(self.config.get("thermal"), ThermalConfig))
+        if "text/tokens" in stored:
+            out["text"] = stored["text/tokens"].astype(np.int64)
+        out.update(self._temporal(stored))
+        return out
+
+    def _temporal(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if "audio/log_mel" in stored:
+            from preprocess.audio import AudioConfig, normalize_log_mel
+
+            cfg = _config(self.config.get("audio"), AudioConfig)
+            out["audio"] = normalize_log_mel(stored["audio/log_mel"].astype(np.float32), cfg)
+        if "video/frames" in stored:
+            from preprocess.video import VideoConfig, video_frames_to_model_input
+
+            out["video"] = video_frames_to_model_input(stored["video/frames"], _config(self.config.get("video"), VideoConfig))
+        if "imu/values" in stored:
+            out["imu"] = stored["imu/values"].astype(np.float32)
+            out["imu_valid"] = stored["imu/valid"].astype(bool)
+        return out
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            shard.close()
+        self._shards.clear()
+
+    def __enter__(self) -> "DatasetReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
