@@ -80,10 +80,14 @@ class DatasetReader:
 
             cfg = _config(self.config.get("audio"), AudioConfig)
             out["audio"] = normalize_log_mel(stored["audio/log_mel"].astype(np.float32), cfg)
-        if "video/frames" in stored:
-            from preprocess.video import VideoConfig, video_frames_to_model_input
+        if "video/pixels" in stored:
+            from preprocess.video import VideoConfig
 
-            out["video"] = video_frames_to_model_input(stored["video/frames"], _config(self.config.get("video"), VideoConfig))
+            cfg = _config(self.config.get("video"), VideoConfig)
+            mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1, 1)
+            std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1, 1)
+            # [clips*crops, 3, F, S, S] uint8 -> the reference's normalized clips
+            out["video"] = (stored["video/pixels"].astype(np.float32) / np.float32(255.0) - mean) / std
         if "imu/values" in stored:
             out["imu"] = stored["imu/values"].astype(np.float32)
             out["imu_valid"] = stored["imu/valid"].astype(bool)
