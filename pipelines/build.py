@@ -16,6 +16,7 @@ from typing import Callable
 
 import polars as pl
 
+from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import ShardSpec, plan_shards
@@ -37,6 +38,7 @@ def build_shard(root: Path, spec: ShardSpec, config: BuildConfig,
                 on_sample: Callable[[], None] | None = None) -> ShardSummary:
     """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept."""
     started = time.perf_counter()
+    faults.check("shard", spec.shard_id)
     writer = ShardWriter(Path(root), spec.shard_id, capacity=max(len(spec), 1)).open()
     try:
         for row in spec.rows:
@@ -167,33 +169,62 @@ def reconcile_catalog(root: Path, catalog: dict, plan: list[ShardSpec]) -> None:
         write_catalog(root, catalog)
 
 
+class BuildSession:
+    """A build in progress, holding the dataset lock: plan, resume state and the catalog.
+
+    ``build_dataset`` drives one with an executor; the Prefect flow drives the same session with one
+    Prefect task per shard. Only the session (the driver) writes ``dataset.json``."""
+
+    def __init__(self, sources: list[Source], root: str | Path, config: BuildConfig | None = None,
+                 overwrite: bool = False):
+        self.config = config or BuildConfig()
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+        self._lock = DatasetLock(self.root, "build").acquire()
+        try:
+            manifest = build_manifest(sources)
+            self.plan, self.catalog = prepare_dataset(self.root, manifest, self.config, sources, overwrite)
+            reconcile_catalog(self.root, self.catalog, self.plan)
+            self.todo = pending_shards(self.root, self.plan)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.report = BuildReport(self.root, len(self.plan), len(self.plan) - len(self.todo),
+                                  manifest_problems=manifest.problem_summary(),
+                                  manifest_rejects=len(manifest.problems))
+
+    def record(self, summary: ShardSummary) -> None:
+        self.catalog["shards"][fmt.shard_name(summary.shard_id)] = shard_entry(summary)
+        write_catalog(self.root, self.catalog)
+        self.report.summaries.append(summary)
+
+    def close(self) -> BuildReport:
+        # Attempts killed and retried by an executor leave private temp dirs; none is committed data.
+        shutil.rmtree(self.root / fmt.TMP_DIR, ignore_errors=True)
+        self._lock.release()
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
+
+    def __enter__(self) -> "BuildSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def build_dataset(sources: list[Source], root: str | Path, config: BuildConfig | None = None,
                   executor=None, overwrite: bool = False, progress: bool = True) -> BuildReport:
     """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock."""
     from pipelines.executors import ShardProgress, create_executor
 
-    config = config or BuildConfig()
     executor = executor or create_executor("local")
-    root = Path(root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with DatasetLock(root, "build"):
-        manifest = build_manifest(sources)
-        plan, catalog = prepare_dataset(root, manifest, config, sources, overwrite)
-        reconcile_catalog(root, catalog, plan)
-        todo = pending_shards(root, plan)
-        report = BuildReport(root, len(plan), len(plan) - len(todo), manifest_problems=manifest.problem_summary(),
-                             manifest_rejects=len(manifest.problems))
-        with ShardProgress(todo, enabled=progress) as bar:
-            for summary in executor.run_shards(root, todo, config, on_sample=bar.sample):
-                catalog["shards"][fmt.shard_name(summary.shard_id)] = shard_entry(summary)
-                write_catalog(root, catalog)
-                report.summaries.append(summary)
+    with BuildSession(sources, root, config, overwrite) as session:
+        with ShardProgress(session.todo, enabled=progress) as bar:
+            for summary in executor.run_shards(session.root, session.todo, session.config, on_sample=bar.sample):
+                session.record(summary)
                 bar.shard_done(summary)
-        # Attempts killed and retried by an executor leave private temp dirs; none is committed data.
-        shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
-    report.seconds = time.perf_counter() - started
-    return report
+    return session.report
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -106,6 +106,16 @@ class RayExecutor(Executor):
                 "Put the dataset on storage all nodes mount at the same path."
             )
 
+    def build_one(self, root: Path, spec: ShardSpec, config: BuildConfig) -> ShardSummary:
+        """One shard as one Ray task, waited for (the Prefect flow calls this from a task per
+        shard; Prefect then owns retries of application errors, Ray those of worker death)."""
+        import ray
+
+        self.connect()
+        task = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_retries,
+                          scheduling_strategy="SPREAD" if self.spread else "DEFAULT")(_build_shard_task)
+        return ShardSummary.from_dict(ray.get(task.remote(str(root), spec, config)))
+
     def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
                    on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
         import ray
