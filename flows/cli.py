@@ -43,6 +43,7 @@ def _add_build(sub) -> None:
                    help="ray (default: a local Ray, or the cluster at --ray-address/RAY_ADDRESS) or local (in-process)")
     p.add_argument("--ray-address", help="address of an existing Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
     p.set_defaults(func=cmd_build)
 
 
@@ -58,19 +59,116 @@ def _load_overrides(path: Path | None) -> dict:
 
 
 def cmd_build(args) -> int:
-    from pipelines.build import build_dataset
-    from pipelines.config import BuildConfig
-    from pipelines.executors import create_executor
-    from pipelines.sources import create_source
+    source = {"layout": args.layout, "root": str(Path(args.source).resolve())}
+    source.update({k: v for k, v in (("name", args.name), ("split", args.split)) if v})
+    run_config = {
+        "dataset": {"out": str(Path(args.out).resolve()), "shard_size": args.shard_size, "overwrite": args.overwrite},
+        "sources": [source],
+        "preprocess": _load_overrides(args.config),
+        "executor": {"kind": args.executor, "address": args.ray_address},
+    }
+    if args.no_prefect:
+        from flows.config import parse_run_config
+        from pipelines.build import build_dataset
+        from pipelines.executors import create_executor
 
-    options = {k: v for k, v in (("name", args.name), ("split", args.split)) if v}
-    source = create_source(args.layout, args.source, **options)
-    config = BuildConfig.from_dict({**_load_overrides(args.config), "shard_size": args.shard_size})
-    executor = create_executor(args.executor, ray_address=args.ray_address)
-    report = build_dataset([source], args.out, config, executor=executor, overwrite=args.overwrite,
-                           progress=not args.no_progress)
-    print("\n".join(report.lines()))
+        run = parse_run_config(run_config, "bindset build")
+        report = build_dataset(run.create_sources(), run.dataset.out, run.build_config(),
+                               executor=create_executor(args.executor, ray_address=args.ray_address),
+                               overwrite=args.overwrite, progress=not args.no_progress)
+        print("\n".join(report.lines()))
+        return 0
+    from flows.build_flow import build_dataset_flow
+
+    _print_result(build_dataset_flow(config=run_config))
     return 0
+
+
+def _print_result(result: dict) -> None:
+    rate = result["stored"] / result["seconds"] if result["seconds"] else 0.0
+    print(f"dataset: {result['dataset']}")
+    print(f"samples stored: {result['stored']}  rejected: {result['rejected']}  "
+          f"shards built: {result['shards_built']}  ({result['seconds']:.1f} s, {rate:.1f} samples/s)")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run the dataset build described by a TOML file once (a Prefect flow run)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from flows.build_flow import run_build
+
+    _print_result(run_build(args.config, use_prefect=not args.no_prefect))
+    return 0
+
+
+def _add_schedule(sub) -> None:
+    p = sub.add_parser("schedule", help="serve the build of a TOML config (or a backfill) on a cron schedule")
+    p.add_argument("config", type=Path, help="build config TOML, or the dataset directory with --backfill")
+    p.add_argument("--cron", help='cron expression, e.g. "0 3 * * *" (default: [schedule].cron of the config)')
+    p.add_argument("--name", help="deployment name (default: the config file's stem)")
+    p.add_argument("--timezone", default="UTC")
+    p.add_argument("--backfill", metavar="ENCODER", help="schedule embed-backfill of this encoder instead")
+    p.add_argument("--checkpoint", help="encoder checkpoint for --backfill")
+    p.set_defaults(func=cmd_schedule)
+
+
+def cmd_schedule(args) -> int:
+    from flows.schedule import serve_backfill, serve_build
+
+    if args.backfill:
+        if not args.cron:
+            raise ValueError("--backfill needs --cron")
+        serve_backfill(str(args.config), args.backfill, args.cron, args.checkpoint, args.name, args.timezone)
+        return 0
+    cron = args.cron
+    if cron is None:
+        from flows.config import load_run_config
+
+        cron = load_run_config(args.config).schedule.cron
+        if cron is None:
+            raise ValueError(f"{args.config} has no [schedule].cron; pass --cron")
+    serve_build(args.config, cron, args.name, args.timezone)
+    return 0
+
+
+def _add_flows(sub) -> None:
+    p = sub.add_parser("flows", help="list Prefect deployments and recent flow runs")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_flows)
+
+
+def cmd_flows(args) -> int:
+    from flows.schedule import flows_overview, format_overview
+
+    overview = flows_overview(args.limit)
+    print(json.dumps(overview, indent=2) if args.json else format_overview(overview))
+    return 0
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check every shard's sha256 and row count against dataset.json")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--no-prefect", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args) -> int:
+    if args.no_prefect:
+        from pipelines.validate import validate_dataset
+
+        report = validate_dataset(args.dataset)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
+    from flows.build_flow import validate_dataset_flow
+
+    state = validate_dataset_flow(str(args.dataset.resolve()), return_state=True)
+    print(state.result(raise_on_failure=False) if state.is_completed() else f"validation failed: {state.message}")
+    return 0 if state.is_completed() else 1
 
 
 def _add_preprocess(sub) -> None:
@@ -117,13 +215,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("bindset-demo"))
     p.add_argument("-n", type=int, default=6, help="samples per layout")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", choices=("ray", "local"), default="ray")
+    p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
-    from pipelines.demo import run_demo
+    from flows.demo import run_demo
 
-    print(run_demo(args.out, n=args.n, seed=args.seed))
+    print(run_demo(args.out, n=args.n, seed=args.seed, executor=args.executor, use_prefect=not args.no_prefect))
     return 0
 
 
@@ -145,7 +245,8 @@ def cmd_inspect(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindset", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_build, _add_preprocess, _add_demo, _add_inspect):
+    for add in (_add_synth, _add_build, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
+                _add_demo, _add_inspect):
         add(sub)
     return parser
 
