@@ -103,7 +103,7 @@ def _depth(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) ->
 
 def _thermal(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:
     data, rel = read_input(row, "uri_thermal")
-    t01 = _stage("decode", rel, decode_thermal, data)
+    t01 = _stage("decode", rel, decode_thermal, data, cfg.thermal)
     _stage("preprocess", rel, check_same_aspect, "thermal", t01.shape[:2], rgb_hw)
     crop = _stage("preprocess", rel, crop_thermal, t01, box, cfg.thermal)
     lo, hi = np.percentile(crop, [1, 99])

@@ -1,6 +1,7 @@
 """Crop boxes: one box per sample must land every spatial modality on the same output pixels."""
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -55,10 +56,16 @@ def _expected(box: CropBox, size: int) -> np.ndarray:
 RGB_HW = (480, 640)
 
 
+@lru_cache(maxsize=None)
+def _rgb_centroid(box: CropBox, size: int) -> np.ndarray | None:
+    # Shared by the partner-resolution cases: the RGB side does not depend on the partner.
+    rgb = np.repeat(_marked(*RGB_HW, np.uint8, 255)[..., None], 3, axis=2)
+    return _centroid(apply_crop(rgb, box, size, "bicubic")[..., 0], 255)
+
+
 @pytest.mark.parametrize("partner_hw", [(240, 320), (600, 800), (960, 1280)])
 def test_marker_lands_on_the_same_output_pixel_in_rgb_depth_and_thermal(partner_hw):
     size = 224
-    rgb = np.repeat(_marked(*RGB_HW, np.uint8, 255)[..., None], 3, axis=2)
     depth = _marked(*partner_hw, np.float32, 3.5)  # a disparity value: NEAREST, like crop_depth
     thermal = _marked(*partner_hw, np.float32, 1.0)  # bicubic on float, like crop_thermal
     boxes = [center_crop_box(*RGB_HW, size), CropBox(*[getattr(center_crop_box(*RGB_HW), k)
@@ -67,7 +74,7 @@ def test_marker_lands_on_the_same_output_pixel_in_rgb_depth_and_thermal(partner_
     checked = flips = absent = 0
     for n, box in enumerate(boxes):
         want = _expected(box, size)
-        got_rgb = _centroid(apply_crop(rgb, box, size, "bicubic")[..., 0], 255)
+        got_rgb = _rgb_centroid(box, size)
         got_depth = _centroid(apply_crop(depth, box, size, "nearest"), 3.5)
         got_thermal = _centroid(apply_crop(thermal, box, size, "bicubic"), 1.0)
         inside = (want >= 4).all() and (want <= size - 5).all()
@@ -170,10 +177,14 @@ def test_apply_crop_keeps_dtype_layout_and_never_modifies_input():
         assert np.array_equal(arr, before)
         assert out.dtype == arr.dtype and out.shape == (48, 48) + arr.shape[2:]
         assert out.flags.c_contiguous
-    # Channels of a multi-channel float map are resampled independently.
+    # Channels are resampled independently (a 4th uint8 channel is not treated as alpha).
     two = rng.random((100, 150, 2)).astype(np.float32)
     out = apply_crop(two, box, 48, "bicubic")
     assert np.array_equal(out[..., 1], apply_crop(two[..., 1], box, 48, "bicubic"))
+    four = rng.integers(0, 256, (100, 150, 4), dtype=np.uint8)
+    four[..., 3] = 0
+    out = apply_crop(four, box, 48, "bicubic")
+    assert out.shape == (48, 48, 4) and np.array_equal(out[..., :3], apply_crop(four[..., :3], box, 48, "bicubic"))
 
 
 def test_nearest_returns_only_source_values():

@@ -119,3 +119,63 @@ def test_quality_detects_flat_topped_channels():
     q = imu_quality(clipped, mask)
     assert q["saturation_fraction"] > 0.2 and q["gap_fraction"] == 0.0
     assert imu_quality(x, mask, full_scale=(0.5,) * 6)["saturation_fraction"] > 0.3
+
+
+def test_fast_and_line_by_line_parsers_agree_on_messy_files(tmp_path):
+    import preprocess.imu as imu_mod
+
+    rng = np.random.default_rng(1)
+    t = rng.permutation(np.arange(300) * 4.975124)  # 201 Hz, shuffled
+    lines = [HEADER]
+    for i, ms in enumerate(t):
+        v = [f"{x:.6f}" for x in rng.standard_normal(6)]
+        ts = f"{ms:.3f}"
+        if i % 17 == 0:
+            ts = ["NULL", "null", "", "NaN"][i % 4]  # missing canonical time, several spellings
+        if i % 23 == 0:
+            v[i % 6] = ["None", "NA", "nan", "inf"][i % 4]  # a missing or non-finite value
+        if i % 29 == 0:
+            v[0] = f" {v[0]} "  # stray spaces
+        lines.append(f"0,{ms:.3f},{ts}," + ",".join(v))
+    lines.append(lines[5])  # an exact duplicate row
+    text = "\ufeff" + "\n".join(lines) + "\n"  # with a byte-order mark, as some exports have
+    p = tmp_path / "messy.csv"
+    p.write_bytes(text.encode("utf-8"))
+    fast = parse_ego4d_imu_csv(p)
+    header = HEADER.split(",")
+    # the Arrow path must accept this file itself (not just fall back to the slow parser)
+    assert imu_mod._columns_fast(text.lstrip("\ufeff"), header) is not None
+    slow = imu_mod._columns_slow(text.lstrip("\ufeff"), header, "x")
+    slow = slow[np.isfinite(slow).all(axis=1)]
+    slow = slow[np.argsort(slow[:, 0], kind="stable")]
+    slow = slow[np.concatenate([[True], np.diff(slow[:, 0]) > 0])]
+    np.testing.assert_array_equal(fast.times_s, slow[:, 0] / 1000.0)
+    np.testing.assert_array_equal(fast.values, slow[:, 1:].T.astype(np.float32))
+    assert np.all(np.diff(fast.times_s) > 0) and np.isfinite(fast.values).all()
+    assert 200 < fast.times_s.size < 300
+
+
+def test_ragged_or_junk_rows_are_named_by_line(tmp_path):
+    with pytest.raises(ValueError, match="line 3 has 4 fields"):
+        parse_ego4d_imu_csv(HEADER + "\n0,0,1,1,2,3,4,5,6\n0,1,2,3\n")
+    with pytest.raises(ValueError, match="line 2"):
+        parse_ego4d_imu_csv(HEADER + "\n0,0,1,1,2,x,4,5,6\n")
+
+
+def test_resample_of_a_long_record_equals_the_unsliced_computation():
+    rng = np.random.default_rng(2)
+    t = np.cumsum(rng.uniform(0.002, 0.008, 20000))  # irregular, about 100 s
+    t[5000:] += 0.3  # one long hole
+    s = ImuSeries(times_s=t, values=rng.standard_normal((6, t.size)).astype(np.float32))
+    for t0 in (-1.0, t[4990] - 0.5, 50.0, t[-1] - 1.0, t[-1] + 1.0):
+        vals, valid = resample_imu(s, 400.0, 0.05, t0, 2000)
+        grid = t0 + np.arange(2000) / 400.0
+        right = np.searchsorted(t, grid)
+        inside = (right > 0) & (right < t.size)
+        gap = np.full(grid.size, np.inf)
+        gap[inside] = t[right[inside]] - t[right[inside] - 1]
+        expect_valid = np.isin(grid, t) | (inside & (gap < 0.05))
+        np.testing.assert_array_equal(valid, expect_valid)
+        for ch in range(6):
+            ref = np.where(expect_valid, np.interp(grid, t, s.values[ch].astype(np.float64)), 0.0)
+            np.testing.assert_array_equal(vals[ch], ref.astype(np.float32))

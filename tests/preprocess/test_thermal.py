@@ -63,8 +63,10 @@ def test_llvip_infrared_decodes_to_one_unit_range_channel(shared_dir, name):
 @pytest.mark.parametrize("name", LLVIP_PAIRS)
 def test_thermal_and_visible_share_the_crop(shared_dir, name):
     """LLVIP pairs are registered, so after the same box the scene edges coincide: the best
-    gradient alignment is within a pixel of no shift, for the eval box and random boxes, also
-    when the infrared frame has another resolution than the visible one."""
+    gradient alignment is within 2 output pixels of no shift (pair 010002 carries a residual
+    ~4-source-pixel vertical misregistration of its own, 1 px at 224), for the eval box and random
+    boxes, also when the infrared frame has another resolution than the visible one. The exact,
+    synthetic version of this property is the marker test in test_crops.py."""
     vis = decode_image((shared_dir / "samples" / "llvip" / "visible" / f"{name}.jpg").read_bytes())
     ir_bytes = (shared_dir / "samples" / "llvip" / "infrared" / f"{name}.jpg").read_bytes()
     ir = decode_thermal(ir_bytes)
@@ -78,13 +80,13 @@ def test_thermal_and_visible_share_the_crop(shared_dir, name):
         grey = crop_rgb(vis, box).astype(np.float32).mean(0) / 255.0
         for thermal in (ir, ir_small):
             dy, dx = _best_shift(grey, crop_thermal(thermal, box)[0])
-            assert abs(dy) <= 1 and abs(dx) <= 1, f"box {box}: thermal best aligned at shift {(dy, dx)}"
+            assert abs(dy) <= 2 and abs(dx) <= 2, f"box {box}: thermal best aligned at shift {(dy, dx)}"
     # Sanity of the measure itself: a thermal crop of a shifted box is detected as shifted.
     box = boxes[0]
     shifted = type(box)(box.y0, box.x0 + 8 / 1280 * 4, box.y1, box.x1 + 8 / 1280 * 4)
     grey = crop_rgb(vis, box).astype(np.float32).mean(0) / 255.0
     dy, dx = _best_shift(grey, crop_thermal(ir, shifted)[0])
-    assert abs(dx) >= 4
+    assert abs(dx) >= 5  # 32 source px = 7 px at 224
 
 
 def test_sixteen_bit_and_percentile_scaling():

@@ -1,0 +1,93 @@
+"""Prefect flows in ephemeral mode: retries of transient failures, named permanent failures, validation."""
+
+import os
+
+import pytest
+
+import storage
+from flows.build_flow import build_dataset_flow, validate_dataset_flow
+from pipelines.synth import synthesize
+from storage import format as fmt
+from storage.catalog import content_hash
+
+
+@pytest.fixture(scope="module")
+def llvip_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llvip")
+    synthesize(root, "llvip", 6, seed=2)
+    return root
+
+
+def _config(src, out, kind="local"):
+    return {"dataset": {"out": str(out), "shard_size": 2}, "sources": [{"layout": "llvip", "root": str(src)}],
+            "executor": {"kind": kind}}
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch):
+    def set_faults(spec: str):
+        monkeypatch.setenv("BINDSET_FAULTS", spec)
+        monkeypatch.setenv("BINDSET_FAULTS_DIR", str(tmp_path / "faults"))
+    return set_faults
+
+
+def test_transient_failure_is_retried_and_run_completes(llvip_root, tmp_path, faults):
+    faults("shard:1=transient")
+    state = build_dataset_flow(config=_config(llvip_root, tmp_path / "ds"), return_state=True)
+    assert state.is_completed(), state.message
+    assert (tmp_path / "faults" / "fault-shard-1").exists(), "the injected fault never fired"
+    assert state.result()["stored"] == 6
+    assert storage.scan_index(tmp_path / "ds").collect().height == 6
+
+
+def test_permanent_failure_names_the_shard_and_rerun_completes(llvip_root, tmp_path, faults):
+    out = tmp_path / "ds"
+    faults("shard:2=permanent")
+    state = build_dataset_flow(config=_config(llvip_root, out), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RuntimeError, match=r"shard 00002: InjectedFault"):
+        state.result()
+    # Consistent: the failed shard is absent (no partial file), the others are committed and valid.
+    assert not fmt.index_path(out, 2).exists() and not fmt.shard_path(out, 2).exists()
+    assert storage.scan_index(out).collect().height == 4
+    assert validate_dataset_flow(str(out))["uncommitted"] == ["00002"]
+
+    os.environ.pop("BINDSET_FAULTS")
+    rerun = build_dataset_flow(config=_config(llvip_root, out))
+    assert rerun["shards_built"] == 1 and rerun["stored"] == 2
+    reference = build_dataset_flow(config=_config(llvip_root, tmp_path / "ref"))
+    assert reference["stored"] == 6
+    assert content_hash(out) == content_hash(tmp_path / "ref")
+
+
+def test_validate_flow_names_a_corrupt_shard(llvip_root, tmp_path):
+    out = tmp_path / "ds"
+    build_dataset_flow(config=_config(llvip_root, out))
+    shard = fmt.shard_path(out, 1)
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    fmt.index_path(out, 2).unlink()
+    state = validate_dataset_flow(str(out), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RuntimeError) as err:
+        state.result()
+    assert "00001: shard sha256 differs" in str(err.value) and "00002: 00002.parquet absent" in str(err.value)
+
+
+def test_build_flow_on_ray(llvip_root, tmp_path):
+    result = build_dataset_flow(config=_config(llvip_root, tmp_path / "ds", kind="ray"))
+    assert result["stored"] == 6 and result["shards_built"] == 3
+    import ray
+
+    ray.shutdown()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from flows.config import ConfigError, load_run_config
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[dataset]\nout = "ds"\nshard_size = 0\n[[sources]]\nlayout = "llvip"\nroot = "src"\nrooot = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_run_config(cfg)
+    assert "dataset.shard_size" in str(err.value) and "sources[0].rooot" in str(err.value)
