@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.sources import MANIFEST_SCHEMA, Problem, Source
+from pipelines.sources import MANIFEST_SCHEMA, MODALITY_URI, Problem, Source
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,11 @@ def build_manifest(sources: list[Source]) -> Manifest:
     frame = pl.DataFrame(
         {name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
     )
-    # Sorted by source then sample id: independent of filesystem listing order, so plans agree.
-    frame = frame.sort(["source", "sample_id"])
+    # Sorted by source, then media file, then time: independent of filesystem listing order (so plans
+    # agree across runs), and the samples of one long video (Ego4D narrations) land in the same shard,
+    # where its decoded audio and parsed IMU are reused instead of re-read per sample.
+    media_key = pl.concat_str([pl.col(c).fill_null("") for c in MODALITY_URI.values()], separator="|")
+    frame = frame.sort([pl.col("source"), media_key, pl.col("t0"), pl.col("sample_id")], nulls_last=True)
     dupes = frame.filter(pl.col("sample_id").is_duplicated())
     if dupes.height:
         raise ValueError(f"{dupes.height} manifest rows share a sample_id, e.g. {dupes['sample_id'][0]}")

@@ -8,6 +8,7 @@ the whole media, as ImageBind does.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from pathlib import Path
 
@@ -107,10 +108,24 @@ def silence_fraction(waveform: np.ndarray, sample_rate: int) -> float:
     return float((rms < SILENCE_RMS).mean())
 
 
+@functools.lru_cache(maxsize=1)
+def _decoded_audio(path: str, mtime_ns: int) -> tuple[np.ndarray, int]:
+    """The last file's audio, kept while consecutive samples (one video's narrations) reuse it.
+    Callers must not modify it (log_mel_clips copies before its in-place mean removal)."""
+    waveform, sr = decode_audio_on_video_clock(path)
+    waveform.setflags(write=False)
+    return waveform, sr
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_imu(path: str, mtime_ns: int):
+    return parse_ego4d_imu_csv(path)
+
+
 def _audio(row, cfg: BuildConfig, out: ProcessedSample, duration: float | None) -> None:
     path, rel = _path(row, "uri_audio")
     try:
-        waveform, sr = decode_audio_on_video_clock(path)
+        waveform, sr = _decoded_audio(str(path), path.stat().st_mtime_ns)
     except NoAudioStream:
         return  # the sample simply has no audio; its index row's modalities say so
     except Exception as exc:
@@ -134,7 +149,7 @@ def _audio(row, cfg: BuildConfig, out: ProcessedSample, duration: float | None) 
 
 def _imu(row, cfg: BuildConfig, out: ProcessedSample, duration: float | None) -> None:
     path, rel = _path(row, "uri_imu")
-    series = _stage("decode", rel, parse_ego4d_imu_csv, path)
+    series = _stage("decode", rel, _parsed_imu, str(path), path.stat().st_mtime_ns)
     anchor = row.get("anchor_s")
     if anchor is None:
         # No narration: centre the window on the media (or the IMU record when there is no video).
