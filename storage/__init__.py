@@ -8,6 +8,7 @@ import polars as pl
 
 from storage import format as fmt
 from storage.catalog import load_catalog, write_catalog
+from storage.embeddings import scan_embeddings
 from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA
 from storage.shard import ShardReader, ShardSummary, ShardWriter, committed_shard_ids
 
@@ -40,6 +41,7 @@ def open_dataset(dataset: str | Path):
 
 __all__ = [
     "open_dataset",
+    "scan_embeddings",
     "ShardReader",
     "ShardSummary",
     "ShardWriter",

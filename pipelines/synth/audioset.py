@@ -267,7 +267,7 @@ def background(sample: ClipSample) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     horizon = 0.85 * h if sample.kind == "ball" else 0.75 * h
     sky = np.asarray(p["sky"], np.float32) * (0.7 + 0.5 * (yy / h))[..., None]
-    grain = sc.value_noise(xx / 6.0, yy / 3.0, seed=sample.index + 17)[..., None]
+    grain = sc.value_noise(xx / 6.0, yy / 3.0, seed=(sample.seed * 7919 + sample.index + 17) % 1_000_003)[..., None]
     ground = np.asarray(p["ground"], np.float32) * (0.8 + 0.4 * grain)
     img = np.where((yy < horizon)[..., None], sky, ground).astype(np.float32)
     if sample.kind == "clock":  # the clock case

@@ -22,7 +22,8 @@ F cos(pitch))`` m/s^2 with ``F = g + z''(t)`` (gravity on ``accl_z``), plus sens
 constant gyro bias. So ``integral(gyro_z) ~= yaw(t) - yaw(0)``.
 
 IMU timing: rows about every 5 ms (jitter +-0.3 ms), ``canonical_timestamp_ms`` = milliseconds from
-the mp4's time 0; ``component_timestamp_ms = canonical_timestamp_ms + component_offset_ms``, a
+the media start (the first frame; the mp4's time 0 unless ``start_offset_s`` shifts every pts, in
+which case add it); ``component_timestamp_ms = canonical_timestamp_ms + component_offset_ms``, a
 per-video constant drawn in [1.0e6, 5.0e6) ms (the time of the clip inside its recording
 component; there is one component, ``component_idx = 0``). The CSV has the warts real files have:
 a few ``canonical_timestamp_ms`` fields empty (NULL), a few adjacent rows swapped (out of order),
@@ -30,8 +31,12 @@ and one row duplicated.
 
 Sync event (one per video, frame-aligned, at least 3 s from both ends): a full white frame in the
 video, a click in the audio and an accelerometer spike (a tap on the camera, mostly ``accl_x``),
-all at ``event_time_s`` (``events.csv``). Footstep thuds in the audio coincide with the lowest
-head position of each step.
+all at ``event_time_s`` (``events.csv``, seconds from the media start like every time here).
+Footstep thuds in the audio coincide with the lowest head position of each step (``Motion.step_times``).
+
+Options: ``duration`` (20.0), ``fps`` (30), ``width``/``height`` (320x240), ``audio`` (True),
+``sample_rate`` (48000), ``channels`` (2), ``gop_size`` (30), ``start_offset_s`` (0.0),
+``imu_period_ms`` (5.0), ``imu_jitter_ms`` (0.3), ``hfov_deg`` (60).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from pipelines.synth import scene as sc
 from pipelines.synth.media import click, pack_yuv420p, rgb_to_yuv, write_mp4
 
 G = 9.81
+LOOK_DOWN_RAD = 0.35  # the rest pitch of the head-mounted camera (about 20 degrees down)
 IMU_HEADER = (
     "component_idx",
     "component_timestamp_ms",
@@ -221,7 +227,8 @@ def make_sample(seed: int, index: int, **options) -> EgoSample:
 
 def render_panorama(sample: EgoSample, margin: int) -> np.ndarray:
     """``[H + 2 margin, W_pano, 3] uint8`` cylindrical panorama; column c looks at angle c / fx
-    to the right of +y (so yaw psi, positive left, centres column -psi * fx)."""
+    to the right of +y (so yaw psi, positive left, centres column -psi * fx); the middle row looks
+    ``LOOK_DOWN_RAD`` below the horizon."""
     fx = sample.fx
     w_pano = int(round(2 * math.pi * fx))
     h = sample.height + 2 * margin
@@ -231,7 +238,8 @@ def render_panorama(sample: EgoSample, margin: int) -> np.ndarray:
     dirs = np.empty((3, h, w_pano), np.float32)  # channel-first, as scene.cast takes them
     dirs[0] = np.sin(theta)[None, :]
     dirs[1] = np.cos(theta)[None, :]
-    dirs[2] = up[:, None]
+    # head-mounted cameras look down a little: shift the cylinder's rows (vertical lines stay vertical)
+    dirs[2] = up[:, None] + np.float32(math.tan(-LOOK_DOWN_RAD))
     origin = (0.0, 0.0, sample.eye_height)
     hit = sc.cast(sample.room.scene, origin, dirs)
     rng = _rng(sample, 55)
@@ -413,7 +421,7 @@ def narrations(sample: EgoSample, rng: np.random.Generator) -> list[dict]:
         elif abs(rate) > 0.3:
             text = f"#C C turns {'left' if rate > 0 else 'right'}"
         else:
-            text = f"#C C walks around the room"
+            text = "#C C walks around the room"
         out.append({"timestamp_sec": t, "timestamp_frame": int(round(t * sample.fps)), "narration_text": text})
     return out
 

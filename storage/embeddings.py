@@ -1,0 +1,94 @@
+"""Embedding stores: ``embeddings/<encoder-id>/<shard>.parquet`` with ``sample_id`` and one
+``Array(Float32, D)`` column per modality, committed per shard atomically (temp file, fsync, rename),
+plus ``encoder.json`` describing the encoder. A backfill embeds exactly the committed shards whose
+store file is missing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from storage import format as fmt
+from storage.atomic import publish, write_bytes_atomic
+from storage.shard import committed_shard_ids
+
+_ENCODER_ID = re.compile(r"^[A-Za-z0-9._+=-]+$")
+
+
+def embedding_dir(root: str | Path, encoder_id: str) -> Path:
+    if not _ENCODER_ID.match(encoder_id) or encoder_id in (".", ".."):
+        raise ValueError(f"encoder id {encoder_id!r} is not a safe directory name")
+    return Path(root) / fmt.EMBEDDINGS_DIR / encoder_id
+
+
+def embedding_path(root: str | Path, encoder_id: str, shard_id: int) -> Path:
+    return embedding_dir(root, encoder_id) / f"{fmt.shard_name(shard_id)}.parquet"
+
+
+def write_encoder_info(root: str | Path, encoder_id: str, info: dict[str, Any]) -> None:
+    path = embedding_dir(root, encoder_id) / "encoder.json"
+    if not path.exists():
+        write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_encoder_info(root: str | Path, encoder_id: str) -> dict[str, Any] | None:
+    path = embedding_dir(root, encoder_id) / "encoder.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def embeddings_frame(sample_ids: list[str], vectors: dict[str, np.ndarray]) -> pl.DataFrame:
+    columns: dict[str, Any] = {"sample_id": pl.Series("sample_id", sample_ids, dtype=pl.Utf8)}
+    for modality, array in vectors.items():
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[0] != len(sample_ids):
+            raise ValueError(f"{modality}: expected [{len(sample_ids)}, D] vectors, got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{modality}: embeddings contain NaN or inf")
+        columns[modality] = pl.Series(modality, array, dtype=pl.Array(pl.Float32, array.shape[1]))
+    return pl.DataFrame(columns)
+
+
+def commit_embeddings(root: str | Path, encoder_id: str, shard_id: int, sample_ids: list[str],
+                      vectors: dict[str, np.ndarray]) -> Path:
+    """Write one shard's vectors; visible only once complete."""
+    final = embedding_path(root, encoder_id, shard_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp")
+    embeddings_frame(sample_ids, vectors).write_parquet(tmp)
+    publish(tmp, final)
+    return final
+
+
+def embedded_shard_ids(root: str | Path, encoder_id: str) -> list[int]:
+    directory = embedding_dir(root, encoder_id)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.stem) for p in directory.glob("*.parquet") if p.stem.isdigit())
+
+
+def missing_shard_ids(root: str | Path, encoder_id: str) -> list[int]:
+    """Committed shards that have no store file for this encoder yet."""
+    done = set(embedded_shard_ids(root, encoder_id))
+    return [s for s in committed_shard_ids(root) if s not in done]
+
+
+def list_encoder_ids(root: str | Path) -> list[str]:
+    directory = Path(root) / fmt.EMBEDDINGS_DIR
+    return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
+
+
+def scan_embeddings(root: str | Path, encoder_id: str) -> pl.LazyFrame:
+    """All committed vectors of one encoder as a LazyFrame (sample_id + one Array column per modality)."""
+    files = sorted(embedding_dir(root, encoder_id).glob("*.parquet"))
+    if not files:
+        info = read_encoder_info(root, encoder_id) or {}
+        schema = {"sample_id": pl.Utf8}
+        for modality in info.get("modalities", []):
+            schema[modality] = pl.Array(pl.Float32, int(info["dim"]))
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(files)
