@@ -47,9 +47,13 @@ def embeddings_frame(sample_ids: list[str], vectors: dict[str, np.ndarray]) -> p
         array = np.asarray(array, dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != len(sample_ids):
             raise ValueError(f"{modality}: expected [{len(sample_ids)}, D] vectors, got {array.shape}")
-        if not np.isfinite(array).all():
+        # A row of all-NaN marks a sample without this modality: stored as null, never as numbers.
+        absent = np.isnan(array).all(axis=1)
+        if not np.isfinite(array[~absent]).all():
             raise ValueError(f"{modality}: embeddings contain NaN or inf")
-        columns[modality] = pl.Series(modality, array, dtype=pl.Array(pl.Float32, array.shape[1]))
+        series = pl.Series(modality, np.where(absent[:, None], 0.0, array).astype(np.float32),
+                           dtype=pl.Array(pl.Float32, array.shape[1]))
+        columns[modality] = pl.select(pl.when(pl.lit(pl.Series(~absent))).then(series)).to_series().alias(modality)
     return pl.DataFrame(columns)
 
 

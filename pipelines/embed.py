@@ -1,0 +1,182 @@
+"""The embed step: committed shards -> frozen-encoder vectors in an embedding store.
+
+``embed_shard`` reads one shard's model-ready arrays (a reader thread prepares the next batch while
+the encoder computes the current one) and commits ``embeddings/<encoder-id>/<shard>.parquet``.
+``embed_dataset`` embeds exactly the committed shards that lack a store file (a backfill), locally
+or on a Ray actor pool with the model loaded once per actor (one GPU per actor where GPUs exist).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import polars as pl
+
+from storage import format as fmt
+from storage.embeddings import commit_embeddings, missing_shard_ids, write_encoder_info
+from storage.locks import DatasetLock
+from storage.reader import DatasetReader
+
+# Dataset modality -> the model-ready array the reader returns for it.
+INPUT_KEY = {"image": "image", "video": "video", "text": "text", "audio": "audio", "depth": "depth",
+             "thermal": "thermal", "imu": "imu"}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to build an encoder anywhere (Ray actors build their own; models never travel)."""
+
+    name: str
+    checkpoint: str | None = None
+    modalities: tuple[str, ...] = ("image",)
+    device: str | None = None
+    precision: str | None = None
+    batch_size: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def create(self) -> dict[str, Any]:
+        from encoders import create_encoder
+
+        kwargs = dict(self.options)
+        if self.batch_size:
+            kwargs["batch_size"] = self.batch_size
+        unknown = [m for m in self.modalities if m not in INPUT_KEY]
+        if unknown:
+            raise ValueError(f"cannot embed modality {unknown}; choose from {sorted(INPUT_KEY)}")
+        return {m: create_encoder(self.name, checkpoint=self.checkpoint, modality=m, device=self.device,
+                                  precision=self.precision, **kwargs) for m in self.modalities}
+
+
+def store_id(encoders: dict[str, Any]) -> str:
+    """The store is named by the encoder of the first requested modality (model, checkpoint hash,
+    preprocessing version); all requested modalities are columns of that one store."""
+    return next(iter(encoders.values())).encoder_id
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    shard_id: int
+    rows: int
+    per_modality: dict[str, int]
+    seconds: float
+
+
+def _batches(reader: DatasetReader, shard_id: int, rows: list[int], key: str, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(rows), size):
+        yield np.stack([reader.read(shard_id, r)[key] for r in rows[start : start + size]])
+
+
+def _prefetched(iterator: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Read batch k+1 on a thread while the caller encodes batch k (h5py releases the GIL on I/O)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(next, iterator, None)
+        while True:
+            batch = future.result()
+            if batch is None:
+                return
+            future = pool.submit(next, iterator, None)
+            yield batch
+
+
+def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encoder_id: str) -> EmbedSummary:
+    started = time.perf_counter()
+    index = pl.read_parquet(fmt.index_path(root, shard_id), columns=["sample_id", "row", "modalities"])
+    wanted = set(encoders)
+    index = index.filter(pl.col("modalities").list.eval(pl.element().is_in(list(wanted))).list.any())
+    sample_ids = index["sample_id"].to_list()
+    vectors: dict[str, np.ndarray] = {}
+    per_modality: dict[str, int] = {}
+    with DatasetReader(root) as reader:
+        for modality, encoder in encoders.items():
+            has = [modality in m for m in index["modalities"].to_list()]
+            rows = [r for r, h in zip(index["row"].to_list(), has) if h]
+            out = np.full((len(sample_ids), encoder.dim), np.nan, dtype=np.float32)
+            chunks = [encoder.encode(batch) for batch in
+                      _prefetched(_batches(reader, shard_id, rows, INPUT_KEY[modality], encoder.batch_size))]
+            if chunks:
+                out[np.flatnonzero(has)] = np.concatenate(chunks)
+            vectors[modality] = out
+            per_modality[modality] = len(rows)
+    commit_embeddings(root, encoder_id, shard_id, sample_ids, vectors)
+    return EmbedSummary(shard_id, len(sample_ids), per_modality, time.perf_counter() - started)
+
+
+class _EmbedWorker:
+    """One model per worker process: Ray actors of this class build the encoders once."""
+
+    def __init__(self, spec: EncoderSpec):
+        self.encoders = spec.create()
+        self.encoder_id = store_id(self.encoders)
+
+    def embed(self, root: str, shard_id: int) -> dict:
+        return embed_shard(root, shard_id, self.encoders, self.encoder_id).__dict__
+
+
+@dataclass
+class EmbedReport:
+    encoder_id: str
+    embedded: list[EmbedSummary]
+    already_done: int
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rows = sum(s.rows for s in self.embedded)
+        rate = rows / self.seconds if self.seconds else 0.0
+        return [f"encoder {self.encoder_id}: {len(self.embedded)} shards embedded ({rows} samples, "
+                f"{rate:.1f} samples/s), {self.already_done} already in the store"]
+
+
+def embed_dataset(root: str | Path, spec: EncoderSpec, executor: str = "local", ray_address: str | None = None,
+                  actors: int | None = None, progress: bool = True) -> EmbedReport:
+    """Embed every committed shard that lacks this encoder's store file."""
+    from tqdm.auto import tqdm
+
+    root = Path(root).resolve()
+    started = time.perf_counter()
+    probe = spec.create()  # fails fast on a bad name or checkpoint, before any Ray work
+    encoder_id = store_id(probe)
+    first = next(iter(probe.values()))
+    with DatasetLock(root, f"embed-{encoder_id}"):
+        write_encoder_info(root, encoder_id, {**first.metadata(), "modalities": list(spec.modalities),
+                                              "name": spec.name})
+        todo = missing_shard_ids(root, encoder_id)
+        report = EmbedReport(encoder_id, [], 0)
+        from storage.shard import committed_shard_ids
+
+        report.already_done = len(committed_shard_ids(root)) - len(todo)
+        with tqdm(total=len(todo), desc=f"embed {encoder_id}", unit="shard", disable=not progress or not todo) as bar:
+            if executor == "local" or not todo:
+                for shard_id in todo:
+                    report.embedded.append(embed_shard(root, shard_id, probe, encoder_id))
+                    bar.update(1)
+            else:
+                del probe  # the actors load their own copies
+                for summary in _embed_on_ray(root, spec, todo, ray_address, actors):
+                    report.embedded.append(summary)
+                    bar.update(1)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _embed_on_ray(root: Path, spec: EncoderSpec, shard_ids: list[int], address: str | None,
+                  actors: int | None) -> Iterator[EmbedSummary]:
+    import os
+
+    import ray
+    from ray.util import ActorPool
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        kwargs = {"include_dashboard": False, "object_store_memory": 256 * 1024**2} if address == "local" else {}
+        ray.init(address=address, configure_logging=False, **kwargs)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = actors or max(1, min(gpus or 1, len(shard_ids)))
+    actor_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=2, max_task_retries=2)(_EmbedWorker)
+    pool = ActorPool([actor_cls.remote(spec) for _ in range(count)])
+    for result in pool.map_unordered(lambda actor, shard: actor.embed.remote(str(root), shard), shard_ids):
+        yield EmbedSummary(**result)
