@@ -21,7 +21,7 @@ from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import ShardSpec, plan_shards
 from pipelines.samples import SampleError, process_sample
-from pipelines.sources import Source
+from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
 from storage.atomic import publish, sha256_file, write_bytes_atomic
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
@@ -105,19 +105,22 @@ def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources
                     overwrite: bool = False) -> tuple[list[ShardSpec], dict]:
     """Write (or check) manifest and catalog, and return the shard plan and the catalog.
 
-    A rerun with the same config and sources resumes; a different config or a changed manifest is
-    refused unless ``overwrite`` (which starts the dataset afresh)."""
+    A rerun with the same config resumes. Sources that grew (every stored sample still present)
+    append the new samples as new shards, so committed shards and their embeddings stay valid.
+    A changed config, or samples gone from the sources, is refused unless ``overwrite`` (which starts
+    the dataset afresh)."""
     root = Path(root)
-    manifest_bytes = _parquet_bytes(manifest.frame)
-    manifest_sha = _sha256(manifest_bytes)
     cfg = config.to_dict()
     catalog = load_catalog(root)
+    stored = pl.read_parquet(root / fmt.MANIFEST_FILE) if catalog is not None else None
     if catalog is not None:
         changed = []
         if catalog["config_hash"] != config_hash(cfg):
             changed.append(f"config hash {catalog['config_hash']} -> {config_hash(cfg)}")
-        if catalog["manifest"]["sha256"] != manifest_sha:
-            changed.append(f"manifest ({catalog['manifest']['rows']} -> {manifest.frame.height} rows)")
+        gone = stored.filter(~pl.col("sample_id").is_in(manifest.frame["sample_id"].implode()))
+        if gone.height:
+            first = gone.select(pl.coalesce(*[pl.col(c) for c in MODALITY_URI.values()]))[:3].to_series().to_list()
+            changed.append(f"{gone.height} stored samples are gone from the sources (e.g. {', '.join(map(str, first))})")
         if changed and not overwrite:
             raise ConfigMismatch(
                 f"{root} was built with a different configuration: {'; '.join(changed)}. "
@@ -126,13 +129,24 @@ def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources
         if changed:
             for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR, fmt.REJECTS_DIR, fmt.EMBEDDINGS_DIR, fmt.TMP_DIR):
                 shutil.rmtree(root / sub, ignore_errors=True)
-            catalog = None
-    plan = plan_shards(manifest.frame, config.shard_size)
+            catalog = stored = None
     if catalog is None:
+        frame = manifest.frame
+        plan = plan_shards(frame, config.shard_size)
+        catalog = new_catalog(cfg, [s.describe() for s in sources], frame.height, "", len(plan))
+    else:
+        plan = plan_shards(stored, config.shard_size)
+        added = manifest.frame.filter(~pl.col("sample_id").is_in(stored["sample_id"].implode()))
+        frame = pl.concat([stored, added])
+        plan += plan_shards(added, config.shard_size, first_shard_id=len(plan))
+    manifest_bytes = _parquet_bytes(frame)
+    if catalog["manifest"]["sha256"] != _sha256(manifest_bytes):
         write_bytes_atomic(root / fmt.MANIFEST_FILE, manifest_bytes)
-        _write_manifest_rejects(root, manifest)
-        catalog = new_catalog(cfg, [s.describe() for s in sources], manifest.frame.height, manifest_sha, len(plan))
+        catalog["manifest"] = {"rows": frame.height, "sha256": _sha256(manifest_bytes)}
+        catalog["planned_shards"] = len(plan)
+        catalog["sources"] = [s.describe() for s in sources]
         write_catalog(root, catalog)
+    _write_manifest_rejects(root, manifest)
     # Leftovers of builds that died mid-shard: never visible, safe to drop now that we hold the lock.
     shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
     return plan, catalog

@@ -53,9 +53,12 @@ class EncoderSpec:
 
 
 def store_id(encoders: dict[str, Any]) -> str:
-    """The store is named by the encoder of the first requested modality (model, checkpoint hash,
-    preprocessing version); all requested modalities are columns of that one store."""
-    return next(iter(encoders.values())).encoder_id
+    """One store per model, checkpoint hash and preprocessing version (the encoders' ``model_id``);
+    each embedded modality is a column of it, as DESIGN.md lays out."""
+    ids = {e.model_id for e in encoders.values()}
+    if len(ids) != 1:
+        raise ValueError(f"one store needs one model, got {sorted(ids)}")
+    return ids.pop()
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ class ShardSpec:
         return len(self.rows)
 
 
-def plan_shards(manifest: pl.DataFrame, shard_size: int) -> list[ShardSpec]:
+def plan_shards(manifest: pl.DataFrame, shard_size: int, first_shard_id: int = 0) -> list[ShardSpec]:
     if shard_size <= 0:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     rows = manifest.to_dicts()
     return [
-        ShardSpec(shard_id=i, rows=tuple(rows[start : start + shard_size]))
+        ShardSpec(shard_id=first_shard_id + i, rows=tuple(rows[start : start + shard_size]))
         for i, start in enumerate(range(0, len(rows), shard_size))
     ]

@@ -52,6 +52,31 @@ def test_rerun_builds_nothing_and_changed_config_is_refused(sun_source, tmp_path
     assert load_catalog(tmp_path / "ds")["config"]["shard_size"] == 5
 
 
+def test_grown_sources_append_new_shards_and_keep_committed_ones(tmp_path):
+    src = tmp_path / "src"
+    synthesize(src, "sunrgbd", 6, seed=3)
+    first = _build(src, tmp_path / "ds", shard_size=4)
+    assert first.planned_shards == 2
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ds" / fmt.SHARDS_DIR).iterdir()}
+    synthesize(tmp_path / "more", "sunrgbd", 9, seed=3)  # samples 0..5 identical, 6..8 new
+    for scene in (tmp_path / "more").glob("*/*/*"):
+        target = src / scene.relative_to(tmp_path / "more")
+        if not target.exists():
+            scene.rename(target)
+    grown = _build(src, tmp_path / "ds", shard_size=4)
+    assert grown.skipped_shards == 2 and [s.shard_id for s in grown.summaries] == [2]
+    assert grown.stored == 3
+    after = {p.name: p.read_bytes() for p in (tmp_path / "ds" / fmt.SHARDS_DIR).iterdir()}
+    assert all(after[name] == data for name, data in before.items())
+    assert scan_index(tmp_path / "ds").collect()["sample_id"].n_unique() == 9
+    # Removing a source sample is a change the dataset cannot absorb silently.
+    import shutil
+
+    shutil.rmtree(next(p for p in src.glob("*/*/*") if p.is_dir()))
+    with pytest.raises(ConfigMismatch, match="gone from the sources"):
+        _build(src, tmp_path / "ds", shard_size=4)
+
+
 def _wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
