@@ -171,6 +171,37 @@ def cmd_validate(args) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="embed committed shards that lack this encoder's store (a backfill)")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--encoder", required=True, help='e.g. "openclip:ViT-H-14" or "imagebind:huge"')
+    p.add_argument("--checkpoint", help="local weights file (.pt/.pth/.bin/.safetensors); none are downloaded")
+    p.add_argument("--modalities", nargs="+", default=["image"], help="dataset modalities to embed (default image)")
+    p.add_argument("--executor", choices=("ray", "local"), default="ray")
+    p.add_argument("--ray-address")
+    p.add_argument("--actors", type=int, help="Ray actors (default: one per GPU, else one)")
+    p.add_argument("--no-prefect", action="store_true")
+    p.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args) -> int:
+    dataset = str(args.dataset.resolve())
+    if args.no_prefect:
+        from pipelines.embed import EncoderSpec, embed_dataset
+
+        report = embed_dataset(dataset, EncoderSpec(args.encoder, args.checkpoint, tuple(args.modalities)),
+                               executor=args.executor, ray_address=args.ray_address, actors=args.actors)
+        print("\n".join(report.lines()))
+        return 0
+    from flows.embed_flow import embed_backfill_flow
+
+    result = embed_backfill_flow(dataset, args.encoder, args.checkpoint, list(args.modalities), args.executor,
+                                 args.ray_address, args.actors)
+    print(f"encoder {result['encoder_id']}: {result['shards_embedded']} shards embedded "
+          f"({result['samples']} samples), {result['already_done']} already in the store")
+    return 0
+
+
 def _add_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="write the model-ready float32 tensor of one file (.npy)")
     p.add_argument("file", type=Path)
@@ -245,7 +276,7 @@ def cmd_inspect(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindset", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_build, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
+    for add in (_add_synth, _add_build, _add_embed, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
                 _add_demo, _add_inspect):
         add(sub)
     return parser

@@ -91,3 +91,28 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_run_config(cfg)
     assert "dataset.shard_size" in str(err.value) and "sources[0].rooot" in str(err.value)
+
+
+def test_embed_backfill_flow_and_cli(llvip_root, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from encoders.openclip import TINY_NAME, load_openclip_model
+    from flows.cli import main
+
+    model, _ = load_openclip_model(TINY_NAME, None, torch.device("cpu"), seed=0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "ds"
+    build_dataset_flow(config=_config(llvip_root, out))
+    args = ["embed", str(out), "--encoder", f"openclip:{TINY_NAME}", "--checkpoint", str(ckpt),
+            "--modalities", "image", "--executor", "local"]
+    assert main(args) == 0
+    stores = list((out / "embeddings").iterdir())
+    assert len(stores) == 1 and len(list(stores[0].glob("*.parquet"))) == 3
+    assert storage.scan_embeddings(out, stores[0].name).collect().height == 6
+    # A rerun has nothing left to do.
+    from flows.embed_flow import embed_backfill_flow
+
+    again = embed_backfill_flow(str(out), f"openclip:{TINY_NAME}", str(ckpt), ["image"], "local")
+    assert again["shards_embedded"] == 0 and again["already_done"] == 3
