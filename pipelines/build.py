@@ -34,6 +34,10 @@ class ConfigMismatch(RuntimeError):
     pass
 
 
+class QualityFilterFailed(ValueError):
+    """A sample decoded fine but fails a configured quality filter (counted like a reject)."""
+
+
 def build_shard(root: Path, spec: ShardSpec, config: BuildConfig,
                 on_sample: Callable[[], None] | None = None) -> ShardSummary:
     """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept."""
@@ -47,7 +51,13 @@ def build_shard(root: Path, spec: ShardSpec, config: BuildConfig,
             except SampleError as err:
                 writer.reject(row["sample_id"], err.stage, err.cause, err.input_path)
             else:
-                writer.write(sample.arrays, {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
+                failed = config.filters.failures(sample.fields)
+                if failed:
+                    first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
+                    writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
+                else:
+                    writer.write(sample.arrays,
+                                 {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
             if on_sample is not None:
                 on_sample()
         summary = writer.commit()

@@ -22,6 +22,40 @@ PREPROCESS_VERSION = 1  # bump when stored content changes for the same config
 
 
 @dataclass(frozen=True)
+class FilterConfig:
+    """Optional quality filters on the per-sample figures of the index (None = off). A sample that
+    fails one is not stored and is counted in rejects with stage "filter" and the figure's name."""
+
+    min_depth_valid_fraction: float | None = None
+    max_audio_silence_fraction: float | None = None
+    min_thermal_dynamic_range: float | None = None
+    max_imu_gap_fraction: float | None = None
+    max_imu_saturation_fraction: float | None = None
+    min_image_mean: float | None = None  # drops black frames
+    max_image_mean: float | None = None  # drops blown-out frames
+
+    def failures(self, fields: dict[str, Any]) -> list[str]:
+        """Names and values of the figures that fail, for the reject message."""
+        checks = (
+            ("q_depth_valid_fraction", self.min_depth_valid_fraction, min),
+            ("q_audio_silence_fraction", self.max_audio_silence_fraction, max),
+            ("q_thermal_dynamic_range", self.min_thermal_dynamic_range, min),
+            ("q_imu_gap_fraction", self.max_imu_gap_fraction, max),
+            ("q_imu_saturation_fraction", self.max_imu_saturation_fraction, max),
+            ("q_image_mean", self.min_image_mean, min),
+            ("q_image_mean", self.max_image_mean, max),
+        )
+        out = []
+        for column, bound, kind in checks:
+            value = fields.get(column)
+            if bound is None or value is None:
+                continue
+            if (kind is min and value < bound) or (kind is max and value > bound):
+                out.append(f"{column}={value:.3f} {'<' if kind is min else '>'} {bound}")
+        return out
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
@@ -30,6 +64,7 @@ class BuildConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     imu: ImuConfig = field(default_factory=ImuConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
     shard_size: int = 256
 
     def to_dict(self) -> dict[str, Any]:
