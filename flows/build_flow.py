@@ -22,6 +22,7 @@ from flows.config import RunConfig, load_run_config, parse_run_config
 from pipelines.build import BuildReport, BuildSession, build_shard
 from pipelines.plan import ShardSpec
 from pipelines.validate import validate_dataset
+from storage.shard import ShardSummary
 
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS = [1.0, 4.0]  # backoff between attempts, seconds
@@ -95,10 +96,8 @@ def build_dataset_flow(config_path: str | None = None, config: dict[str, Any] | 
         futures = [build_shard_task.submit(session.root, spec, session.config, executor) for spec in session.todo]
         failed = []
         for spec, future in zip(session.todo, futures):
-            state = future.wait() or future.state
-            if state.is_completed():
-                from storage.shard import ShardSummary
-
+            future.wait()
+            if future.state.is_completed():
                 session.record(ShardSummary.from_dict(future.result()))
             else:
                 try:
