@@ -7,6 +7,8 @@ normalization, what the shard stores); model input: the same, normalized.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,6 +58,132 @@ def resample_waveform(waveform: np.ndarray, sample_rate: int, cfg: AudioConfig =
     return t
 
 
+# ------------------------------------------------------------------ resampling only what the clips use
+#
+# torchaudio's resample (sinc_interp_hann, width 6, rolloff 0.99) is one conv1d: with g = gcd(orig,
+# new), o = orig/g and q = new/g, the signal is zero-padded by `width` before and `width + o` after,
+# and block b of q output samples is the kernel [q, 1, 2*width + o] applied at padded offset b*o.
+# So output samples [j0, j1) need only blocks j0//q .. ceil(j1/q) and input samples
+# [b0*o - width, b1*o + width) (zeros outside the signal): the same kernel over the same values,
+# started at a multiple of o, i.e. the same polyphase phase. With the same convolution backend the
+# results are bit-identical (checked at first use per rate pair, see _partial_resample_is_exact).
+# PyTorch convolves a single channel shorter than _NATIVE_CONV_MAX samples with its native im2col
+# code, whose rounding depends on the length; longer or multi-channel input goes to oneDNN, whose
+# result per output does not. Mono spans are therefore made longer than that, and a mono signal
+# that short is resampled whole, as the reference does.
+_NATIVE_CONV_MAX = 20480
+_WHOLE_IF_COVERED = 0.9  # resample the whole signal when the clips need nearly all of it
+
+
+@functools.lru_cache(maxsize=32)
+def _sinc_kernel(orig: int, new: int) -> tuple[torch.Tensor, int] | None:
+    """torchaudio.functional.resample's kernel for a float32 waveform, computed once per rate pair
+    (the functional form recomputes it per call); None if torchaudio's layout is not the one known."""
+    try:
+        from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+        kernel, width = _get_sinc_resample_kernel(
+            orig, new, math.gcd(orig, new), 6, 0.99, "sinc_interp_hann", None, torch.device("cpu"), torch.float32
+        )
+    except (ImportError, TypeError, ValueError):
+        return None
+    g = math.gcd(orig, new)
+    if kernel.shape != (new // g, 1, 2 * width + orig // g) or kernel.dtype != torch.float32:
+        return None
+    return kernel, int(width)
+
+
+def _resampled_length(n: int, orig: int, new: int) -> int:
+    """The output length torchaudio gives (its float32 ceil, reproduced exactly)."""
+    g = math.gcd(orig, new)
+    return int(torch.ceil(torch.as_tensor((new // g) * n / (orig // g))).long())
+
+
+def _resample_ranges(w: np.ndarray, orig: int, new: int, ranges: list[tuple[int, int]]) -> torch.Tensor | None:
+    """``[C,M]`` float32 tensor laid out like torchaudio's resample output (same row stride), whose
+    columns inside ``ranges`` (output sample ranges) hold exactly torchaudio's values; the other
+    columns are unspecified. None when this cannot be done exactly (then resample everything)."""
+    plan = _sinc_kernel(orig, new)
+    if plan is None:
+        return None
+    kernel, width = plan
+    g = math.gcd(orig, new)
+    o, q = orig // g, new // g
+    c, n = w.shape
+    mono = c == 1
+    if mono and n + 2 * width + o <= _NATIVE_CONV_MAX:
+        return None  # the whole signal takes the native path: resample it whole
+    total_blocks = n // o + 1  # torchaudio's conv output positions
+    blocks: list[list[int]] = []
+    for j0, j1 in sorted(ranges):
+        if j1 <= j0:
+            continue
+        b0, b1 = j0 // q, -(-j1 // q)
+        if blocks and b0 <= blocks[-1][1]:
+            blocks[-1][1] = max(blocks[-1][1], b1)
+        else:
+            blocks.append([b0, b1])
+    if sum(b1 - b0 for b0, b1 in blocks) >= _WHOLE_IF_COVERED * total_blocks:
+        return None
+    if mono:  # keep every span on the oneDNN path (longer than _NATIVE_CONV_MAX padded samples)
+        need = (_NATIVE_CONV_MAX - 2 * width) // o + 1  # blocks
+        if need > total_blocks:
+            return None
+        for blk in blocks:
+            short = need - (blk[1] - blk[0])
+            if short > 0:
+                grow = min(short, total_blocks - blk[1])
+                blk[1] += grow
+                blk[0] -= short - grow
+    out = torch.empty(c, total_blocks * q)
+    for b0, b1 in blocks:
+        a, e = b0 * o - width, b1 * o + width
+        seg = np.zeros((c, e - a), np.float32)
+        lo, hi = max(a, 0), min(e, n)
+        if hi > lo:
+            seg[:, lo - a : hi - a] = w[:, lo:hi]  # float32, or rounded to it as torch.tensor(w, float32) does
+        y = torch.nn.functional.conv1d(torch.from_numpy(seg)[:, None], kernel, stride=o)  # [c, q, blocks]
+        out[:, b0 * q : b1 * q].view(c, b1 - b0, q).copy_(y.transpose(1, 2))
+    return out[:, : _resampled_length(n, orig, new)]
+
+
+@functools.lru_cache(maxsize=64)
+def _partial_resample_is_exact(orig: int, new: int, mono: bool) -> bool:
+    """Self-check, once per rate pair and channel case: spans resampled alone equal torchaudio's
+    resample of the whole signal bit for bit (guards against another torch/torchaudio doing the
+    convolution differently)."""
+    rng = np.random.default_rng(12345)
+    n = max(3 * orig, 2 * _NATIVE_CONV_MAX) + 17
+    x = (0.3 * rng.standard_normal((1 if mono else 2, n))).astype(np.float32)
+    full = torchaudio.functional.resample(torch.tensor(x), orig, new)
+    m = full.shape[1]
+    ranges = [(0, m // 6), (m // 2 - 5, m // 2 + m // 9), (m - m // 7, m)]
+    try:
+        part = _resample_ranges(x, orig, new, ranges)
+    except RuntimeError:
+        return False
+    return part is not None and all(torch.equal(part[:, a:b], full[:, a:b]) for a, b in ranges)
+
+
+def _resampled_for_clips(
+    w: np.ndarray, sample_rate: int, cfg: AudioConfig
+) -> tuple[int, list[tuple[Fraction, Fraction]], list[tuple[int, int]], torch.Tensor | None]:
+    """Length at ``cfg.sample_rate``, clip spans, their sample ranges and, when only those ranges
+    were resampled, the tensor holding them (None: resample the whole waveform)."""
+    n = w.shape[1] if sample_rate == cfg.sample_rate else _resampled_length(w.shape[1], sample_rate, cfg.sample_rate)
+    spans = audio_clip_spans(n / cfg.sample_rate, cfg)
+    # int() of a Fraction truncates; the slice is cut at the signal end
+    ranges = [(int(s * cfg.sample_rate), min(int(e * cfg.sample_rate), n)) for s, e in spans]
+    part = None
+    if sample_rate != cfg.sample_rate and n >= cfg.window_samples:
+        mono = w.shape[0] == 1
+        if _sinc_kernel(sample_rate, cfg.sample_rate) is not None and _partial_resample_is_exact(
+            sample_rate, cfg.sample_rate, mono
+        ):
+            part = _resample_ranges(w, sample_rate, cfg.sample_rate, ranges)
+    return n, spans, ranges, part
+
+
 def _fbank(clip: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
     """``[C,n]`` clip -> ``[mel, target_length]``; Kaldi fbank of channel 0 only (fbank's default
     ``channel=-1`` picks channel 0, although the mean removed before was over all channels)."""
@@ -88,20 +216,25 @@ def log_mel_clips(
     Raises ``ValueError`` when the audio (at ``cfg.sample_rate``) is shorter than one fbank window
     (400 samples = 25 ms): Kaldi fbank returns no frames, and a clip made only of padding carries
     no audio, so such samples are rejected rather than stored as a constant."""
-    w = resample_waveform(waveform, sample_rate, cfg)
-    n = w.shape[1]
+    w_in = np.asarray(waveform)
+    if w_in.ndim != 2 or w_in.shape[0] < 1:
+        raise ValueError(f"expected a [C,N] waveform, got shape {w_in.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"invalid sample rate {sample_rate}")
+    n, spans, ranges, w = _resampled_for_clips(w_in, int(sample_rate), cfg)
     if n < cfg.window_samples:
         raise ValueError(
             f"audio too short: {n} samples at {cfg.sample_rate} Hz, fewer than one "
             f"{cfg.frame_length:g} ms fbank window ({cfg.window_samples} samples)"
         )
-    spans = audio_clip_spans(n / cfg.sample_rate, cfg)
+    if w is None:
+        w = resample_waveform(w_in, sample_rate, cfg)
     out = []
-    for start, end in spans:
-        # int() of a Fraction truncates; the slice is cut at the signal end
-        view = w[:, int(start * cfg.sample_rate) : int(end * cfg.sample_rate)]
+    for a, b in ranges:
+        view = w[:, a:b]
         # In place on a view of the resampled waveform, as the reference: overlapping clips see
-        # samples already shifted by an earlier clip's mean. `w` is our own copy.
+        # samples already shifted by an earlier clip's mean. `w` is our own tensor, laid out as the
+        # reference's (same row stride, so the same reduction order for the mean).
         view -= view.mean()
         out.append(_fbank(view, cfg))
     mel = torch.stack(out).unsqueeze(1)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from preprocess.clips import clip_spans, spans_as_float
-from preprocess.decode import decode_video_frames, probe
+from preprocess.decode import decode_video_clips
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -38,19 +38,16 @@ def video_clip_spans(duration_s: float, cfg: VideoConfig = VideoConfig()) -> lis
 
 
 def video_clip_frames(
-    path: str | Path, cfg: VideoConfig = VideoConfig()
+    path: str | Path, cfg: VideoConfig = VideoConfig(), *, threads: int | None = None
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Decode the frames ImageBind keeps: ``[clips,F,H,W,3] uint8`` and the clip spans in seconds
     from the video start. The duration is the last frame's end time (= n_frames/fps for constant
-    frame rate, the reference's decord duration)."""
-    info = probe(path)
-    if info.video is None:
-        raise ValueError(f"{path}: no video stream")
-    duration = info.video.duration_s
-    if not duration > 0:
-        raise ValueError(f"{path}: video has no frames")
-    spans = video_clip_spans(duration, cfg)
-    clips = decode_video_frames(path, spans, cfg.frames_per_clip, duration_s=duration)
+    frame rate, the reference's decord duration). One open container; only the kept frames and
+    the frames they reference are decoded (``decode_video_clips``); ``threads``: decoder threads
+    (None: FFmpeg's choice, 1: none)."""
+    _, spans, clips = decode_video_clips(
+        path, lambda duration: video_clip_spans(duration, cfg), cfg.frames_per_clip, threads=threads
+    )
     try:
         frames = np.stack([c.frames for c in clips])
     except ValueError as exc:
@@ -103,8 +100,8 @@ def video_frames_to_model_input(frames: np.ndarray, cfg: VideoConfig = VideoConf
 
 
 def video_model_input(
-    path: str | Path, cfg: VideoConfig = VideoConfig()
+    path: str | Path, cfg: VideoConfig = VideoConfig(), *, threads: int | None = None
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """What ImageBind's vision encoder sees for one video: ``[15,3,2,224,224] float32`` and spans."""
-    frames, spans = video_clip_frames(path, cfg)
+    frames, spans = video_clip_frames(path, cfg, threads=threads)
     return video_frames_to_model_input(frames, cfg), spans

@@ -161,3 +161,44 @@ def test_config_changes_shape():
     cfg = AudioConfig(clips_per_video=2, num_mel_bins=64, target_length=100)
     out, spans = audio_model_input_from_waveform(sine(440, 4.0, 16000), 16000, cfg)
     assert out.shape == (2, 1, 64, 100) and spans == [(0.0, 2.0), (2.0, 4.0)]
+
+
+# ------------------------------------------------------------------ resampling only the clips' spans
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("seconds", [1.0, 2.61, 3.0, 10.0, 31.3])
+def test_span_resampling_is_bit_identical_to_resampling_everything(sr, channels, seconds):
+    rng = np.random.default_rng(int(seconds * 10) + channels)
+    wave = (0.1 + 0.3 * rng.standard_normal((channels, int(seconds * sr)))).astype(np.float32)
+    out, _ = audio_model_input_from_waveform(wave, sr)
+    np.testing.assert_array_equal(out, _reference_steps(wave, sr))  # max abs diff 0, not a tolerance
+
+
+def test_long_audio_resamples_only_the_clips():
+    import preprocess.audio as audio_mod
+
+    wave = sine(440, 30.0, 44100, 2)
+    n, spans, ranges, part = audio_mod._resampled_for_clips(wave, 44100, AudioConfig())
+    assert n == 480000 and ranges == [(0, 32000), (224000, 256000), (448000, 480000)]
+    assert part is not None and part.shape == (2, n)
+    full = torchaudio.functional.resample(torch.tensor(wave), 44100, 16000)
+    assert part.stride() == full.stride()  # same layout: the in-place mean reduces in the same order
+    for a, b in ranges:
+        assert torch.equal(part[:, a:b], full[:, a:b])
+    # a mono signal short enough for PyTorch's native convolution is resampled whole, as the reference
+    assert audio_mod._resampled_for_clips(sine(440, 2.5, 8000), 8000, AudioConfig())[3] is None
+
+
+@pytest.mark.parametrize("name,rel", [
+    ("dog", "imagebind/dog_audio.wav"), ("car", "imagebind/car_audio.wav"),
+    ("bird", "imagebind/bird_audio.wav"), ("mov_bbb", "video_av/mov_bbb.mp4"),
+])
+def test_reference_files_equal_the_whole_signal_steps_exactly(shared, name, rel):
+    from preprocess.audio import decode_waveform
+
+    path = shared / "samples" / rel
+    wave, sr = decode_waveform(path)
+    out, _ = audio_model_input(path)
+    np.testing.assert_array_equal(out, _reference_steps(wave, sr))

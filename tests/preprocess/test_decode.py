@@ -10,11 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _temporal_media import color_frames, read_index, sine, write_mp4, write_wav  # noqa: E402
 
 from preprocess.decode import (  # noqa: E402
+    DecodeStats,
     NoAudioStream,
+    NoVideoStream,
+    _audio_frame_to_float,
     align_audio,
     decode_audio,
     decode_audio_on_video_clock,
     decode_audio_track,
+    decode_video_clips,
     decode_video_frames,
     probe,
     uniform_indices,
@@ -219,3 +223,175 @@ def test_audio_start_time_and_alignment(tmp_path):
     # align_audio pads a late start with zeros and never touches the track
     late = align_audio(track, track.start_time_s - 0.5)
     assert late.shape[1] == track.waveform.shape[1] + 8000 and not late[:, :8000].any()
+
+
+# ------------------------------------------------------------------ planned decoding: exact frames
+
+
+def _write_x264(path, frames: np.ndarray, fps: int, x264_params: str, fmt: str | None = None, preset: str = "fast"):
+    """H.264 with B-frames (the shared helper turns them off), muxed as ``fmt``."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.height, vs.width = frames.shape[1:3]
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.options = {"preset": preset, "x264-params": x264_params}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            for pkt in vs.encode(f):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def _every_frame(path):
+    """(time, rgb) of every frame, from one decode without seeking (the ground truth)."""
+    import av
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        tb, start = vs.time_base, vs.start_time or 0
+        out = [(Fraction(f.pts - start) * tb, f.to_ndarray(format="rgb24")) for f in c.decode(vs)]
+    return sorted(out, key=lambda x: x[0])
+
+
+def _brute_force(every, spans, n, limit=None):
+    clips = []
+    for s, e in spans:
+        kept = [(t, img) for t, img in every if Fraction(s) <= t < Fraction(e) and (limit is None or t < limit)]
+        sel = [kept[j] for j in uniform_indices(len(kept), n)]
+        clips.append((np.array([float(t) for t, _ in sel]), np.stack([img for _, img in sel])))
+    return clips
+
+
+SPAN_SETS = [
+    [(0, 0.8), (0.8, 1.6), (1.6, 2.4), (2.4, 3.2), (3.2, 4.8)],  # tiling, as ImageBind's clips
+    [(0.3, 1.1), (2.05, 2.5), (3.9, 4.7)],  # sparse: seeks
+    [(3.9, 4.7), (0.7, 0.9), (0.7, 0.9), (0.0, 4.8), (0.75, 2.0)],  # unsorted, repeated, overlapping
+]
+
+
+@pytest.fixture(scope="module", params=[
+    ("mp4", "keyint=20:min-keyint=20:bframes=3"),
+    ("mp4", "keyint=30:bframes=5:b-pyramid=normal"),
+    ("mp4", "keyint=20:min-keyint=20:open-gop=1:bframes=3"),
+    ("matroska", "keyint=20:min-keyint=20:bframes=3"),
+    ("mpegts", "keyint=20"),
+], ids=["mp4-b3", "mp4-pyramid", "mp4-opengop", "mkv", "mpegts"])
+def bframe_video(request, tmp_path_factory):
+    fmt, params = request.param
+    ext = {"mp4": "mp4", "matroska": "mkv", "mpegts": "ts"}[fmt]
+    p = tmp_path_factory.mktemp("bf") / f"v.{ext}"
+    return _write_x264(p, color_frames(120, 48, 64, seed=3), 25, params, fmt), _every_frame(p)
+
+
+@pytest.mark.parametrize("spans", SPAN_SETS, ids=["tiling", "sparse", "mixed"])
+@pytest.mark.parametrize("n", [2, 5])
+def test_planned_decode_gives_the_frames_of_a_full_decode(bframe_video, spans, n):
+    path, every = bframe_video
+    stats = DecodeStats()
+    clips = decode_video_frames(path, spans, n, duration_s=4.7, stats=stats)
+    assert not stats.fallback  # the planned path handled it
+    for clip, (times, frames) in zip(clips, _brute_force(every, spans, n, limit=Fraction(4.7))):
+        np.testing.assert_array_equal(clip.times_s, times)
+        np.testing.assert_array_equal(clip.frames, frames)  # bit-identical pixels
+    assert stats.frames_used == n * len(spans)
+    assert stats.frames_decoded < len(every) + 10
+
+
+def test_non_reference_frames_are_skipped_not_guessed(bframe_video):
+    path, every = bframe_video
+    if path.suffix != ".mp4":
+        pytest.skip("one container is enough")
+    stats = DecodeStats()
+    spans = SPAN_SETS[0]
+    clips = decode_video_frames(path, spans, 2, stats=stats)
+    # the B-frames nothing references are sent but skipped by the decoder, unless kept
+    assert stats.frames_decoded < 0.8 * stats.packets_decoded
+    for clip, (times, frames) in zip(clips, _brute_force(every, spans, 2)):
+        np.testing.assert_array_equal(clip.frames, frames)
+
+
+def test_threads_do_not_change_frames(bframe_video):
+    path, _ = bframe_video
+    a = decode_video_frames(path, SPAN_SETS[1], 3, threads=1)
+    b = decode_video_frames(path, SPAN_SETS[1], 3, threads=0)
+    c = decode_video_frames(path, SPAN_SETS[1], 3, threads=3)
+    for x, y, z in zip(a, b, c):
+        np.testing.assert_array_equal(x.frames, y.frames)
+        np.testing.assert_array_equal(x.frames, z.frames)
+
+
+def test_fallback_decodes_forward_with_the_same_result(gop_video, monkeypatch):
+    import preprocess.decode as dec
+
+    spans = [(0.5, 1.5), (5.0, 6.0), (7.25, 8.25), (8.0, 9.0)]
+    planned = dec.decode_video_frames(gop_video, spans, 3)
+
+    def refuse(self, fspans):
+        raise dec._Fallback
+
+    monkeypatch.setattr(dec._SpanPlanner, "run", refuse)
+    stats = DecodeStats()
+    forward = dec.decode_video_frames(gop_video, spans, 3, stats=stats)
+    assert stats.fallback
+    for a, b in zip(planned, forward):
+        np.testing.assert_array_equal(a.times_s, b.times_s)
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_decode_video_clips_is_probe_plus_decode_video_frames(shared):
+    path = shared / "samples" / "video_av" / "mov_bbb.mp4"
+    make = lambda d: [(Fraction(i * 2), Fraction(i * 2 + 2)) for i in range(5)]  # noqa: E731
+    duration, spans, clips = decode_video_clips(path, make, 2)
+    assert duration == probe(path).video.duration_s == 10.0
+    assert spans == make(duration)
+    ref = decode_video_frames(path, spans, 2, duration_s=duration)
+    for a, b in zip(clips, ref):
+        np.testing.assert_array_equal(a.frames, b.frames)
+    assert [list(c.times_s) for c in clips] == [[0.0, 1.96], [2.0, 3.96], [4.0, 5.96], [6.0, 7.96], [8.0, 9.96]]
+
+
+def test_decode_video_clips_without_video_raises(tmp_path):
+    p = write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 1.0, 16000), sample_rate=16000)
+    with pytest.raises(NoVideoStream):
+        decode_video_clips(p, lambda d: [(0, 1)], 2)
+
+
+# ------------------------------------------------------------------ audio: whole-track conversion, opens
+
+
+def _plain_decode(path):
+    """Audio as the per-frame route gives it, from a container opened with FFmpeg's defaults."""
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        frames = [f for f in c.decode(st) if f.samples]
+        return np.concatenate([_audio_frame_to_float(f) for f in frames], axis=1), frames[0].sample_rate
+
+
+@pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_u8", "pcm_s32le", "pcm_s24le", "pcm_f32le", "pcm_f64le"])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_whole_track_conversion_equals_per_frame_conversion(tmp_path, codec, channels):
+    rng = np.random.default_rng(channels)
+    x = np.clip(0.4 * rng.standard_normal((channels, 20000)), -1, 1).astype(np.float32)
+    p = write_wav(tmp_path / "a.wav", x, 22050, codec)
+    w, sr = decode_audio(p)
+    ref, ref_sr = _plain_decode(p)
+    assert sr == ref_sr == 22050 and w.dtype == np.float32
+    np.testing.assert_array_equal(w, ref)
+
+
+def test_audio_opens_decode_like_a_default_open(shared, tmp_path):
+    files = [shared / "samples" / "video_av" / "mov_bbb.mp4", shared / "samples" / "imagebind" / "dog_audio.wav",
+             write_mp4(tmp_path / "av.mp4", color_frames(75, 32, 32), 25, sine(440, 3.0, 48000, 6), 48000, start_s=1.0),
+             write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 2.0, 22050, 2), sample_rate=22050)]
+    for p in files:
+        w, sr = decode_audio(p)
+        ref, ref_sr = _plain_decode(p)
+        assert sr == ref_sr
+        np.testing.assert_array_equal(w, ref)

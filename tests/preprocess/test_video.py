@@ -116,3 +116,38 @@ def test_no_video_raises(tmp_path):
     p = write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 1.0, 16000), sample_rate=16000)
     with pytest.raises(ValueError, match="no video"):
         video_model_input(p)
+
+
+def test_model_input_with_b_frames_equals_decoding_every_frame(tmp_path):
+    """ImageBind's clips tile the video; decoding only what the kept frames need (skipping the
+    B-frames nothing references) gives the tensor a decode of every frame gives, bit for bit."""
+    import av
+    from fractions import Fraction
+
+    from preprocess.decode import uniform_indices
+
+    p = tmp_path / "b.mp4"
+    frames = color_frames(175, 48, 80, seed=5)
+    with av.open(str(p), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 80, 48, "yuv420p"
+        vs.codec_context.options = {"preset": "fast", "x264-params": "keyint=50:bframes=3"}
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for pkt in vs.encode(f):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    with av.open(str(p)) as c:
+        every = [(Fraction(f.pts) * c.streams.video[0].time_base, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    every.sort(key=lambda x: x[0])
+    clips = []
+    for s, e in video_clip_spans(7.0):
+        kept = [img for t, img in every if s <= t < e]
+        clips.append(np.stack([kept[j] for j in uniform_indices(len(kept), 2)]))
+    ref = video_frames_to_model_input(np.stack(clips))
+    for threads in (None, 1):
+        out, spans = video_model_input(p, threads=threads)
+        assert spans[1] == (1.25, 3.25)
+        np.testing.assert_array_equal(out, ref)
