@@ -30,6 +30,13 @@ def scan_rejects(dataset: str | Path) -> pl.LazyFrame:
     return _scan_dir(Path(dataset) / fmt.REJECTS_DIR, REJECT_SCHEMA)
 
 
+def __getattr__(name: str):
+    # The PyTorch loader imports torch: load it on first use so Polars-only readers stay light.
+    if name in ("ShardDataset", "collate"):
+        from storage import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")
 
 
 def open_dataset(dataset: str | Path):
@@ -42,9 +49,11 @@ def open_dataset(dataset: str | Path):
 __all__ = [
     "open_dataset",
     "scan_embeddings",
+    "ShardDataset",
     "ShardReader",
     "ShardSummary",
     "ShardWriter",
+    "collate",
     "committed_shard_ids",
     "load_catalog",
     "scan_index",
