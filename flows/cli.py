@@ -242,16 +242,31 @@ def cmd_preprocess(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="synthesize a few samples of each spatial layout, build and summarize them")
+    p = sub.add_parser("demo", help="synthesize a few samples of each spatial layout, build and summarize them "
+                                   "(--bind: the emergent zero-shot demonstration)")
     p.add_argument("--out", type=Path, default=Path("bindset-demo"))
     p.add_argument("-n", type=int, default=6, help="samples per layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
+    p.add_argument("--bind", action="store_true",
+                   help="instead: train a tiny CLIP, bind audio to its images only, report audio->text zero-shot")
+    p.add_argument("--pairs", type=int, help="--bind: image-audio videos to generate (default 240)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
+    if args.bind:
+        from pipelines.bind_demo import run_bind_demo
+
+        out = args.out if args.out != Path("bindset-demo") else Path("bindset-bind-demo")
+        report = run_bind_demo(out, seed=args.seed, n_pairs=args.pairs, progress=True)
+        print("\n".join(report["summary"]))
+        print(f"{report['n_train']} training pairs, {report['n_held_out']} held out; "
+              f"{report['timings_s']['total']:.0f} s; figures in {out / 'report.json'}")
+        print("redo the evaluation or search from the command line:")
+        print("\n".join(f"  {c}" for c in report["commands"]))
+        return 0
     from flows.demo import run_demo
 
     print(run_demo(args.out, n=args.n, seed=args.seed, executor=args.executor, use_prefect=not args.no_prefect))
@@ -276,8 +291,10 @@ def cmd_inspect(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindset", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from flows.cli_binding import add_eval, add_report, add_search, add_train
+
     for add in (_add_synth, _add_build, _add_embed, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
-                _add_demo, _add_inspect):
+                _add_demo, _add_inspect, add_report, add_train, add_eval, add_search):
         add(sub)
     return parser
 
