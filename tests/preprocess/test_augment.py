@@ -1,9 +1,14 @@
 """Training augmentations: one box for every spatial modality, seeded per (seed, epoch, sample)."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _markers import marker_centroid  # noqa: E402
 
 from preprocess.augment import (
     AugmentConfig,
@@ -59,16 +64,6 @@ def _normalize(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _centroid(plane: np.ndarray, min_contrast: float) -> np.ndarray | None:
-    """Centroid of the bright marker (pixels above the midpoint between background and peak), or
-    None when nothing stands ``min_contrast`` above the background (marker cropped away)."""
-    a = plane.astype(np.float64)
-    background = np.median(a)
-    if a.max() - background < min_contrast:
-        return None
-    w = np.where(a >= background + 0.5 * (a.max() - background), a - background, 0.0)
-    ys, xs = np.indices(a.shape)
-    return np.array([(ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()])
 
 
 def _expected(params: AugmentParams) -> np.ndarray:
@@ -86,9 +81,9 @@ def test_marker_stays_aligned_in_rgb_depth_and_thermal_over_many_seeds():
         params = draw_params(stored, cfg, sample_rng(seed, 0, "marker"))
         out = augment_stored(stored, params)
         want = _expected(params)
-        rgb = _centroid(out["image/pixels"].astype(np.float32).mean(axis=0), 90)
-        depth = _centroid(np.where(out["depth/valid"][0], out["depth/disparity"][0].astype(np.float32), 0.0), 25)
-        thermal = _centroid(out["thermal/intensity"][0], 0.35)
+        rgb = marker_centroid(out["image/pixels"].astype(np.float32).mean(axis=0), 90)
+        depth = marker_centroid(np.where(out["depth/valid"][0], out["depth/disparity"][0].astype(np.float32), 0.0), 25)
+        thermal = marker_centroid(out["thermal/intensity"][0], 0.35)
         # The invalid patch travels with the disparity: zero exactly where the mask says invalid.
         assert np.array_equal(out["depth/disparity"] == 0, ~out["depth/valid"]), f"seed {seed}"
         inside = (want >= 4).all() and (want <= S - 5).all()

@@ -1,6 +1,7 @@
 """The PyTorch loader: every sample once per epoch across workers and ranks, reproducible batches,
 augmented RGB and depth still aligned, frozen embeddings joined by sample_id."""
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from preprocess.augment import AugmentConfig, draw_params, sample_rng
 from storage.loader import ShardDataset, collate
 from storage.reader import DatasetReader
 from storage.shard import ShardReader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "preprocess"))
+from _markers import marker_centroid  # noqa: E402  (the alignment tests' marker finder)
 
 N_SCENES = 12
 H, W = 480, 640
@@ -161,14 +165,6 @@ def test_without_augmentation_tensors_equal_the_readers(sun):
     assert set(sample) == {"sample_id", "image"} and sample["image"].dtype == torch.float32
 
 
-def _marker(plane: np.ndarray, min_contrast: float) -> np.ndarray | None:
-    a = plane.astype(np.float64)
-    background = np.median(a)
-    if a.max() - background < min_contrast:
-        return None
-    w = np.where(a >= background + 0.5 * (a.max() - background), a - background, 0.0)
-    ys, xs = np.indices(a.shape)
-    return np.array([(ys * w).sum() / w.sum(), (xs * w).sum() / w.sum()])
 
 
 def test_augmented_rgb_and_depth_stay_aligned_through_the_loader(sun):
@@ -182,7 +178,7 @@ def test_augmented_rgb_and_depth_stay_aligned_through_the_loader(sun):
         with ShardReader(root, row["shard"]) as shard:
             stored[row["sample_id"]] = shard.read_stored(row["row"])
         rgb = stored[row["sample_id"]]["image/pixels"].astype(np.float32).mean(axis=0)
-        where[row["sample_id"]] = (_marker(rgb, 90) + 0.5) / rgb.shape[0]  # normalized centre
+        where[row["sample_id"]] = (marker_centroid(rgb, 90) + 0.5) / rgb.shape[0]  # normalized centre
     checked = flips = 0
     for epoch in range(8):
         ds.set_epoch(epoch)
@@ -198,8 +194,8 @@ def test_augmented_rgb_and_depth_stay_aligned_through_the_loader(sun):
                     want[1] = size - 1 - want[1]
                 if not ((want >= 6).all() and (want <= size - 7).all()):
                     continue
-                got_rgb = _marker(image.numpy().mean(axis=0), 1.0)
-                got_depth = _marker(np.where(valid[0].numpy(), depth[0].numpy(), 0.0), 10.0)
+                got_rgb = marker_centroid(image.numpy().mean(axis=0), 1.0)
+                got_depth = marker_centroid(np.where(valid[0].numpy(), depth[0].numpy(), 0.0), 10.0)
                 assert got_rgb is not None and got_depth is not None, (sid, epoch, box)
                 assert np.abs(got_rgb - want).max() <= 1.5, (sid, epoch, box, got_rgb, want)
                 assert np.abs(got_depth - want).max() <= 1.5, (sid, epoch, box, got_depth, want)
