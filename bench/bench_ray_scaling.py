@@ -3,7 +3,13 @@
 Each run starts a fresh local Ray limited to N CPUs, builds the same synthetic source into a new
 dataset, and reports samples/s; the speedup is 2-worker over 1-worker throughput in the same run.
 
-Usage: python bench/bench_ray_scaling.py [-n 64] [--shard-size 4]
+The default size (512 sunrgbd and 128 audioset samples, shards of 8) keeps the fixed cost of a build
+(manifest, root probe, catalog: about 0.3 s) small against the building itself: at 64 samples the
+2-worker run lasts under a second and that fixed cost alone pulls the speedup to about 1.6x.
+On the idle 2-core machine (2026-11-28): sunrgbd 42.8 -> 77.9 samples/s (1.82x), audioset 9.4 -> 17.4
+(1.85x), with decoder threads matched to the task's CPU allotment (pipelines/executors/ray.py).
+
+Usage: python bench/bench_ray_scaling.py [-n 512] [--shard-size 8]
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ def main() -> None:
     from pipelines.synth import synthesize
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=4)
+    parser.add_argument("-n", type=int, default=512, help="sunrgbd samples (audioset: a quarter)")
+    parser.add_argument("--shard-size", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
