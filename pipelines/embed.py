@@ -71,7 +71,7 @@ class EmbedSummary:
 
 def _batches(reader: DatasetReader, shard_id: int, rows: list[int], key: str, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(rows), size):
-        yield np.stack([reader.read(shard_id, r)[key] for r in rows[start : start + size]])
+        yield reader.read_batch(shard_id, rows[start : start + size], key)
 
 
 def _prefetched(iterator: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -84,6 +84,17 @@ def _prefetched(iterator: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
                 return
             future = pool.submit(next, iterator, None)
             yield batch
+
+
+def _overlapped(batches: Iterator[np.ndarray], device) -> Iterator[np.ndarray]:
+    """Prefetch the next batch while the model runs, when the model runs on an accelerator.
+
+    On the CPU the model's intra-op threads already use every core: a reader thread beside them
+    only preempts one, and the others wait for it at each parallel region's barrier (measured on 2
+    cores, interleaved shard by shard: 0.96 of a bare encode loop's speed with a reader thread, 1.04
+    without; run-to-run noise here is about 4 %).
+    """
+    return _prefetched(batches) if getattr(device, "type", str(device)) != "cpu" else batches
 
 
 def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encoder_id: str) -> EmbedSummary:
@@ -99,8 +110,8 @@ def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encod
             has = [modality in m for m in index["modalities"].to_list()]
             rows = [r for r, h in zip(index["row"].to_list(), has) if h]
             out = np.full((len(sample_ids), encoder.dim), np.nan, dtype=np.float32)
-            chunks = [encoder.encode(batch) for batch in
-                      _prefetched(_batches(reader, shard_id, rows, INPUT_KEY[modality], encoder.batch_size))]
+            batches = _batches(reader, shard_id, rows, INPUT_KEY[modality], encoder.batch_size)
+            chunks = [encoder.encode(batch) for batch in _overlapped(batches, encoder.device)]
             if chunks:
                 out[np.flatnonzero(has)] = np.concatenate(chunks)
             vectors[modality] = out

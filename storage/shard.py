@@ -244,6 +244,32 @@ class ShardReader:
         present = set(self.index["modalities"][row])
         return {k: self._h5[k][row] for k in self.keys() if k.split("/", 1)[0] in present}
 
+    def read_stored_rows(self, rows: list[int], group: str) -> dict[str, np.ndarray]:
+        """One modality's stored arrays for several rows, keyed ``group/name``, each ``[len(rows), ...]``.
+
+        One HDF5 read per array (a slice when the rows are consecutive, as a shard's are when read in
+        order) instead of one per row and array: what a batch consumer such as the embed step wants.
+        The caller picks rows that hold the modality (the index's ``modalities`` column).
+        """
+        if not rows:
+            raise ValueError("read_stored_rows needs at least one row")
+        if min(rows) < 0 or max(rows) >= len(self):
+            raise IndexError(f"rows {min(rows)}..{max(rows)} out of range for shard {self.shard_id} ({len(self)} rows)")
+        keys = [k for k in self.keys() if k.split("/", 1)[0] == group]
+        if not keys:
+            raise KeyError(f"shard {self.shard_id} of {self.root} stores no {group!r}")
+        first, last = rows[0], rows[-1]
+        if rows == list(range(first, last + 1)):
+            return {k: self._h5[k][first : last + 1] for k in keys}
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = np.asarray(rows)[order]
+        if len(np.unique(sorted_rows)) != len(rows):
+            raise ValueError("read_stored_rows: rows must not repeat")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(rows))
+        # h5py reads fancy selections in increasing order only: read sorted, then restore the caller's order
+        return {k: self._h5[k][sorted_rows][inverse] for k in keys}
+
     def close(self) -> None:
         self._h5.close()
 

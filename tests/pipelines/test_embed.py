@@ -115,3 +115,26 @@ def test_backfill_on_ray_actor_pool(tmp_path, tiny_clip_checkpoint):
     got = storage.scan_embeddings(ds, report.encoder_id).collect().sort("sample_id")
     assert got.height == 6
     assert np.abs(got["image"].to_numpy() - expected["image"].to_numpy()).max() <= 1e-5
+
+
+def test_reading_overlaps_compute_only_on_an_accelerator():
+    import threading
+
+    from pipelines.embed import _overlapped
+
+    readers = []
+
+    def batches():
+        for i in range(4):
+            readers.append(threading.current_thread().name)
+            yield np.full((2, 3), i, np.float32)
+
+    # on CUDA the next batch is read on a thread while the model runs; order and content are kept
+    got = list(_overlapped(batches(), torch.device("cuda")))
+    assert [int(b[0, 0]) for b in got] == [0, 1, 2, 3]
+    assert all(name != threading.current_thread().name for name in readers)
+    # on the CPU, where the model's threads use every core, reading stays on the caller's thread
+    readers.clear()
+    got = list(_overlapped(batches(), torch.device("cpu")))
+    assert [int(b[0, 0]) for b in got] == [0, 1, 2, 3]
+    assert set(readers) == {threading.current_thread().name}
