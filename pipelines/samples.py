@@ -17,7 +17,7 @@ from pipelines.config import BuildConfig
 from pipelines.sources.base import resolve_inside
 from preprocess.crops import CropBox, center_crop_box, check_same_aspect
 from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
-from preprocess.image import crop_rgb, decode_image
+from preprocess.image import crop_rgb, decode_image_pil
 from preprocess.text import tokenize
 from preprocess.thermal import crop_thermal, decode_thermal
 
@@ -70,8 +70,8 @@ def _stage(stage: str, rel: str, fn, *args, **kwargs):
 
 def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[int, int]]:
     data, rel = read_input(row, "uri_image")
-    rgb = _stage("decode", rel, decode_image, data)
-    box = center_crop_box(rgb.shape[0], rgb.shape[1], cfg.image.size)
+    rgb = _stage("decode", rel, decode_image_pil, data)  # stays a Pillow image: no full-frame copy
+    box = center_crop_box(rgb.height, rgb.width, cfg.image.size)
     pixels = _stage("preprocess", rel, crop_rgb, rgb, box, cfg.image)
     out.add(
         "image",
@@ -79,7 +79,7 @@ def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[
         crop_y0=box.y0, crop_x0=box.x0, crop_y1=box.y1, crop_x1=box.x1,
         q_image_mean=float(pixels.mean() / 255.0),
     )
-    return box, rgb.shape[:2]
+    return box, (rgb.height, rgb.width)
 
 
 def _depth(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:

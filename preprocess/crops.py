@@ -191,6 +191,27 @@ def apply_crop(array: np.ndarray, box: CropBox, size: int, resample: str = "bicu
     return np.array(out, copy=True, order="C")
 
 
+def apply_crop_image(img: Image.Image, box: CropBox, size: int, resample: str = "bicubic") -> np.ndarray:
+    """``apply_crop`` for a decoded Pillow image (RGB or L): the same pixels, but the full frame is
+    resized by Pillow straight from its decoded buffer and only the ``size x size`` crop becomes a
+    numpy array. Copying a full frame out of Pillow and back in cost more than the resize itself
+    (bench/bench_image_preprocess.py)."""
+    if resample not in _RESAMPLE:
+        raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    if img.mode not in ("RGB", "L") or resample == "nearest":
+        # Other modes, and nearest (computed by index in numpy), take the array path.
+        return apply_crop(np.asarray(img), box, size, resample)
+    if int(size) < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    full_h, full_w, top, left = crop_grid(box, size)
+    if (img.height, img.width) != (full_h, full_w):
+        img = img.resize((full_w, full_h), _RESAMPLE[resample])
+    out = np.asarray(img.crop((left, top, left + size, top + size)))
+    if box.flip:
+        out = out[:, ::-1]
+    return np.array(out, copy=True, order="C")
+
+
 def check_same_aspect(name: str, size_hw: tuple[int, int], rgb_hw: tuple[int, int], tolerance: float = 0.01) -> None:
     """A partner map must show the RGB's field of view: same aspect ratio within ``tolerance``
     (relative), any resolution. Otherwise one normalized box would cover different scene parts."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from preprocess.crops import RESAMPLE_MODES, CropBox, apply_crop, center_crop_box
+from preprocess.crops import RESAMPLE_MODES, CropBox, apply_crop, apply_crop_image, center_crop_box
 
 # OpenAI CLIP statistics, the ones ImageBind normalizes with.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -36,7 +36,12 @@ class ImageConfig:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Bytes of any Pillow-readable image -> ``rgb: [H,W,3] uint8``, exactly as the reference's
+    """Bytes of any Pillow-readable image -> ``rgb: [H,W,3] uint8`` (``decode_image_pil`` as an array)."""
+    return np.asarray(decode_image_pil(data))
+
+
+def decode_image_pil(data: bytes) -> Image.Image:
+    """Bytes of any Pillow-readable image -> an RGB Pillow image, exactly as the reference's
     ``Image.open(...).convert("RGB")``: alpha is dropped without compositing (RGBA, LA, P with
     transparency), grey is replicated, CMYK/16-bit go through Pillow's own conversion, and EXIF
     orientation is *not* applied (the reference did not apply it either).
@@ -51,12 +56,17 @@ def decode_image(data: bytes) -> np.ndarray:
             rgb = img.convert("RGB")
     except Exception as exc:  # Pillow raises OSError, SyntaxError, DecompressionBombError, ...
         raise ValueError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
-    return np.asarray(rgb)
+    return rgb
 
 
-def crop_rgb(rgb: np.ndarray, box: CropBox, cfg: ImageConfig = ImageConfig()) -> np.ndarray:
-    """``rgb: [H,W,3] uint8`` -> stored ``[3,S,S] uint8``: the ``box`` region resized to
-    ``cfg.size`` with ``cfg.resample`` (the reference's resize-then-crop for a centre box)."""
+def crop_rgb(rgb: np.ndarray | Image.Image, box: CropBox, cfg: ImageConfig = ImageConfig()) -> np.ndarray:
+    """``rgb: [H,W,3] uint8`` (or an RGB Pillow image) -> stored ``[3,S,S] uint8``: the ``box``
+    region resized to ``cfg.size`` with ``cfg.resample`` (the reference's resize-then-crop for a
+    centre box)."""
+    if isinstance(rgb, Image.Image):
+        if rgb.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {rgb.mode}")
+        return np.ascontiguousarray(apply_crop_image(rgb, box, cfg.size, cfg.resample).transpose(2, 0, 1))
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB [H,W,3] uint8 array, got {rgb.shape} {rgb.dtype}")
     return np.ascontiguousarray(apply_crop(rgb, box, cfg.size, cfg.resample).transpose(2, 0, 1))
@@ -76,6 +86,6 @@ def normalize_rgb(pixels: np.ndarray, cfg: ImageConfig = ImageConfig()) -> np.nd
 def image_model_input(data: bytes, cfg: ImageConfig = ImageConfig()) -> np.ndarray:
     """What ImageBind's vision encoder sees for one image file: ``[3,S,S] float32`` (S = 224).
     Equal to the reference ``load_and_transform_vision_data`` output for the same bytes."""
-    rgb = decode_image(data)
-    box = center_crop_box(rgb.shape[0], rgb.shape[1], cfg.size)
+    rgb = decode_image_pil(data)
+    box = center_crop_box(rgb.height, rgb.width, cfg.size)
     return normalize_rgb(crop_rgb(rgb, box, cfg), cfg)

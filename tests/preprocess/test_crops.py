@@ -220,3 +220,17 @@ def test_partner_aspect_must_match_rgb_within_one_percent():
         check_same_aspect("depth", (100, 320), (480, 640))
     with pytest.raises(ValueError, match="thermal 1280x1024 does not match RGB 640x480 aspect"):
         check_same_aspect("thermal", (1024, 1280), (480, 640))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("resample", ["bicubic", "bilinear", "nearest"])
+def test_pillow_image_crop_equals_the_array_crop(mode, resample):
+    from preprocess.crops import apply_crop_image
+
+    rng = np.random.default_rng(11)
+    shape = (301, 457, 3) if mode == "RGB" else (301, 457)
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    image = Image.fromarray(array, mode)
+    boxes = [center_crop_box(301, 457, 224)] + [random_resized_crop_box(rng, 301, 457) for _ in range(20)]
+    for box in boxes:
+        np.testing.assert_array_equal(apply_crop_image(image, box, 224, resample), apply_crop(array, box, 224, resample))
