@@ -9,7 +9,7 @@ Baseline, same run: a bare loop of the same model, optimizer and loss on every i
 memory as one tensor (no shards, no schedule, no checkpoints, no determinism switches), for the
 same number of steps. The ratio is what `train_binding`'s bookkeeping costs.
 
-Usage: python bench/bench_train.py [-n 192] [--epochs 5] [--batch 32]
+Usage: python bench/bench_train.py [-n 192] [--epochs 5] [--batch 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=192)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,19 +93,26 @@ def main() -> None:
         for device in devices:
             for clips in ("random", "mean"):
                 cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, clips=clips, device=device, progress=False)
-                result = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run-{device}-{clips}", cfg)
-                # A one-epoch run of the same setup: the difference is the steady state of epochs 2..E
-                # (inputs cached, one checkpoint per epoch), without the run's fixed start-up costs.
-                first = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run1-{device}-{clips}",
-                                      dataclasses.replace(cfg, epochs=1))
-                rate = result.steps / result.seconds
-                steady = (result.steps - first.steps) / (result.seconds - first.seconds)
-                bare = result.steps / bare_loop_seconds(ds, cfg, result.steps, device)
-                print(f"{device:4s} clips={clips:6s}: {result.steps} steps in {result.seconds:.1f} s = {rate:.2f} steps/s, "
-                      f"{rate * min(args.batch, args.n):.0f} pairs/s (loss {result.epoch_losses[0]:.3f} -> "
-                      f"{result.final_loss:.3f}) | bare loop {bare:.2f} steps/s | ratio {rate / bare:.2f} whole run, "
-                      f"{steady / bare:.2f} steady state (epochs 2-{args.epochs}: {steady:.2f} steps/s)")
-
+                # This machine's speed drifts by 10-20 % over seconds: the three measurements are
+                # interleaved round by round and summed. A one-epoch run of the same setup gives, by
+                # difference, the steady state of epochs 2..E (inputs cached, one checkpoint per
+                # epoch) without the run's fixed start-up costs.
+                whole = first_s = bare_s = 0.0
+                steps = first_steps = 0
+                for r in range(args.rounds):
+                    result = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run-{device}-{clips}-{r}", cfg)
+                    first = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run1-{device}-{clips}-{r}",
+                                          dataclasses.replace(cfg, epochs=1))
+                    bare_s += bare_loop_seconds(ds, cfg, result.steps, device)
+                    whole += result.seconds
+                    first_s += first.seconds
+                    steps += result.steps
+                    first_steps += first.steps
+                rate, bare = steps / whole, steps / bare_s
+                steady = (steps - first_steps) / (whole - first_s)
+                print(f"{device:4s} clips={clips:6s}: {rate:.2f} steps/s = {rate * min(args.batch, args.n):.0f} pairs/s "
+                      f"(loss {result.epoch_losses[0]:.3f} -> {result.final_loss:.3f}) | bare loop {bare:.2f} steps/s | "
+                      f"ratio {rate / bare:.2f} whole run, {steady / bare:.2f} steady state (epochs 2-{args.epochs})")
 
 if __name__ == "__main__":
     main()
