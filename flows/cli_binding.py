@@ -164,6 +164,8 @@ def cmd_eval(args) -> int:
     lines: list[str] = []
     if args.retrieval:
         query, gallery = (_store_column(t) for t in args.retrieval)
+        for store, _ in (query, gallery):
+            require_store(args.dataset, store)
         res = evaluate_retrieval(args.dataset, query, gallery, sample_ids=sample_ids, ks=tuple(args.k))
         results["retrieval"] = {"query": ":".join(query), "gallery": ":".join(gallery), **res.to_dict()}
         lines += res.lines(f"{query[1]} -> {gallery[1]} retrieval")
@@ -172,6 +174,7 @@ def cmd_eval(args) -> int:
             raise ValueError("--zero-shot needs --text-encoder and --classes")
         from encoders import create_encoder
 
+        require_store(args.dataset, _store_column(args.zero_shot)[0])
         openclip_config_beside(args.text_encoder, args.text_checkpoint)
         text_encoder = create_encoder(args.text_encoder, checkpoint=args.text_checkpoint, modality="text")
         mapping = read_classes(args.classes)
@@ -203,9 +206,19 @@ def _broadcast(values: list[str] | None, n: int, what: str) -> list[str | None]:
     return list(values)
 
 
+def require_store(dataset: Path, store: str) -> None:
+    """A store id that names no store of the dataset: say which ones exist."""
+    from storage.embeddings import list_encoder_ids
+
+    stores = list_encoder_ids(dataset)
+    if store not in stores:
+        raise ValueError(f"{dataset} has no embedding store {store!r}; it has: {', '.join(stores) or 'none'}")
+
+
 def _default_column(dataset: Path, store: str) -> str:
     from storage import scan_embeddings
 
+    require_store(dataset, store)
     columns = [c for c in scan_embeddings(dataset, store).collect_schema().names() if c != "sample_id"]
     if len(columns) != 1:
         raise ValueError(f"store {store} has columns {columns}: choose one with --column")

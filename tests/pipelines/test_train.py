@@ -325,6 +325,9 @@ def test_cli_train_embed_eval_and_search(audio_dataset, tmp_path, capsys):
     # user errors: one line naming the problem, exit code 2
     assert main(["eval", str(audio_dataset), "--retrieval", "no-column", f"{encoder.model_id}:audio"]) == 2
     assert "expected STORE_ID:COLUMN" in capsys.readouterr().err
+    assert main(["eval", str(audio_dataset), "--retrieval", "no-such-store:image", f"{encoder.model_id}:audio"]) == 2
+    err = capsys.readouterr().err
+    assert "has no embedding store 'no-such-store'; it has: " in err and TARGET in err and encoder.model_id in err
     assert main(["eval", str(audio_dataset)]) == 2
     assert "--retrieval" in capsys.readouterr().err
     assert main(["search", str(path), str(path), "--modality", "audio", "--dataset", str(audio_dataset),
