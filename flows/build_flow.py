@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import RunConfig, load_run_config, parse_run_config
+from flows.embed_flow import embed_backfill_flow
 from pipelines.build import BuildReport, BuildSession, build_shard
 from pipelines.plan import ShardSpec
 from pipelines.validate import validate_dataset
@@ -112,8 +113,16 @@ def build_dataset_flow(config_path: str | None = None, config: dict[str, Any] | 
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) failed after retries: " + "; ".join(failed)
                            + ". Committed shards are kept; rerun to build the rest.")
+    # The config's encoders, each an embed-backfill subflow run: only shards lacking its store
+    embedded = [embed_backfill_flow(str(report.root), **_embed_arguments(run, enc)) for enc in run.encoders]
     return {"dataset": str(report.root), "stored": report.stored, "rejected": report.rejected,
-            "shards_built": len(report.summaries), "seconds": report.seconds}
+            "shards_built": len(report.summaries), "seconds": report.seconds, "embedded": embedded}
+
+
+def _embed_arguments(run: RunConfig, encoder) -> dict[str, Any]:
+    return {"encoder": encoder.name, "checkpoint": str(encoder.checkpoint) if encoder.checkpoint else None,
+            "modalities": list(encoder.modalities or ["image"]), "executor": run.executor.kind,
+            "ray_address": run.executor.address}
 
 
 @flow(name="validate-dataset")
@@ -139,5 +148,15 @@ def run_build(config_path: str | Path, use_prefect: bool = True, progress: bool 
     started = time.perf_counter()
     report = build_dataset(run.create_sources(), run.dataset.out, run.build_config(), executor=_executor(run),
                            overwrite=run.dataset.overwrite, progress=progress)
+    embedded = []
+    for encoder in run.encoders:
+        from pipelines.embed import EncoderSpec, embed_dataset
+
+        args = _embed_arguments(run, encoder)
+        done = embed_dataset(report.root, EncoderSpec(args["encoder"], args["checkpoint"], tuple(args["modalities"])),
+                             executor=args["executor"], ray_address=args["ray_address"], progress=progress)
+        embedded.append({"encoder_id": done.encoder_id, "shards_embedded": len(done.embedded),
+                         "samples": sum(s.rows for s in done.embedded), "already_done": done.already_done,
+                         "seconds": done.seconds})
     return {"dataset": str(report.root), "stored": report.stored, "rejected": report.rejected,
-            "shards_built": len(report.summaries), "seconds": time.perf_counter() - started}
+            "shards_built": len(report.summaries), "seconds": time.perf_counter() - started, "embedded": embedded}

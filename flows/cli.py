@@ -89,6 +89,9 @@ def _print_result(result: dict) -> None:
     print(f"dataset: {result['dataset']}")
     print(f"samples stored: {result['stored']}  rejected: {result['rejected']}  "
           f"shards built: {result['shards_built']}  ({result['seconds']:.1f} s, {rate:.1f} samples/s)")
+    for e in result.get("embedded", []):
+        print(f"encoder {e['encoder_id']}: {e['shards_embedded']} shards embedded ({e['samples']} samples), "
+              f"{e['already_done']} already in the store")
 
 
 def _add_run(sub) -> None:
@@ -113,6 +116,7 @@ def _add_schedule(sub) -> None:
     p.add_argument("--timezone", default="UTC")
     p.add_argument("--backfill", metavar="ENCODER", help="schedule embed-backfill of this encoder instead")
     p.add_argument("--checkpoint", help="encoder checkpoint for --backfill")
+    p.add_argument("--random-weights", action="store_true", help="--backfill without a checkpoint (smoke tests)")
     p.set_defaults(func=cmd_schedule)
 
 
@@ -122,6 +126,7 @@ def cmd_schedule(args) -> int:
     if args.backfill:
         if not args.cron:
             raise ValueError("--backfill needs --cron")
+        require_weights(args.backfill, args.checkpoint, args.random_weights)
         serve_backfill(str(args.config), args.backfill, args.cron, args.checkpoint, args.name, args.timezone)
         return 0
     cron = args.cron
@@ -180,11 +185,20 @@ def _add_embed(sub) -> None:
     p.add_argument("--executor", choices=("ray", "local"), default="ray")
     p.add_argument("--ray-address")
     p.add_argument("--actors", type=int, help="Ray actors (default: one per GPU, else one)")
+    p.add_argument("--random-weights", action="store_true", help="no checkpoint: a seeded random init (smoke tests)")
     p.add_argument("--no-prefect", action="store_true")
     p.set_defaults(func=cmd_embed)
 
 
+def require_weights(encoder: str, checkpoint: str | None, random_weights: bool, option: str = "--checkpoint") -> None:
+    """Embeddings of random weights look like any others: ask for them explicitly."""
+    if checkpoint is None and not random_weights:
+        raise ValueError(f"{encoder} needs {option} PATH, a local weights file (nothing is downloaded); "
+                         f"pass --random-weights to use a seeded random init instead (smoke tests only)")
+
+
 def cmd_embed(args) -> int:
+    require_weights(args.encoder, args.checkpoint, args.random_weights)
     dataset = str(args.dataset.resolve())
     if args.no_prefect:
         from pipelines.embed import EncoderSpec, embed_dataset

@@ -150,6 +150,7 @@ def add_eval(sub) -> None:
     p.add_argument("--classes", help="label->class JSON file, or class names (comma list or file) equal to the labels")
     p.add_argument("--templates", nargs="+", help='prompt templates with "{}" (default: a few CLIP prompts)')
     p.add_argument("--sample-ids", help="evaluate these samples only (comma list or a file, one per line)")
+    p.add_argument("--random-weights", action="store_true", help="text encoder without a checkpoint (smoke tests)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -173,7 +174,9 @@ def cmd_eval(args) -> int:
         if not args.text_encoder or not args.classes:
             raise ValueError("--zero-shot needs --text-encoder and --classes")
         from encoders import create_encoder
+        from flows.cli import require_weights
 
+        require_weights(args.text_encoder, args.text_checkpoint, args.random_weights, "--text-checkpoint")
         require_store(args.dataset, _store_column(args.zero_shot)[0])
         openclip_config_beside(args.text_encoder, args.text_checkpoint)
         text_encoder = create_encoder(args.text_encoder, checkpoint=args.text_checkpoint, modality="text")
@@ -240,6 +243,7 @@ def add_search(sub) -> None:
     p.add_argument("--checkpoint", nargs="+",
                    help="local weights per encoder (one for all, or one per query; '-' for none)")
     p.add_argument("--weight", type=float, nargs="+", help="weight of each query term in the sum (default 1)")
+    p.add_argument("--random-weights", action="store_true", help="factory encoders without a checkpoint (smoke tests)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
@@ -259,6 +263,10 @@ def cmd_search(args) -> int:
     queries = []
     for source, modality, name, checkpoint, weight in zip(args.query, modalities, encoders, checkpoints, weights):
         key = (name, checkpoint, modality)
+        if not Path(name).exists():  # a factory name; a binding run directory carries its weights
+            from flows.cli import require_weights
+
+            require_weights(name, checkpoint, args.random_weights)
         if key not in loaded:
             openclip_config_beside(name, checkpoint)
             loaded[key] = load_encoder(name, modality, checkpoint)

@@ -17,9 +17,10 @@ max_depth_m = 10.0
 kind = "ray"                  # or "local"
 address = "ray://head:10001"  # optional; default RAY_ADDRESS, else a local Ray
 
-[[encoders]]                  # run after the build (embed-backfill)
+[[encoders]]                  # run after the build (embed-backfill of what is missing)
 name = "openclip:ViT-B-32"
 checkpoint = "/ckpt/vit-b-32.safetensors"
+modalities = ["image"]        # optional, default ["image"]
 
 [schedule]
 cron = "0 3 * * *"
@@ -32,7 +33,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -72,6 +73,15 @@ class EncoderSection(_Strict):
     name: str
     checkpoint: Path | None = None
     modalities: list[str] | None = None
+    #: no checkpoint: a seeded random init. Must be asked for (random vectors look like real ones).
+    random_weights: bool = False
+
+    @model_validator(mode="after")
+    def _weights_given(self) -> "EncoderSection":
+        if self.checkpoint is None and not self.random_weights:
+            raise ValueError(f"encoder {self.name!r} needs checkpoint = a local weights file (nothing is "
+                             f"downloaded), or random_weights = true for a smoke test")
+        return self
 
 
 class ScheduleSection(_Strict):

@@ -93,7 +93,7 @@ def test_config_errors_name_the_key(tmp_path):
     assert "dataset.shard_size" in str(err.value) and "sources[0].rooot" in str(err.value)
 
 
-def test_embed_backfill_flow_and_cli(llvip_root, tmp_path):
+def test_embed_backfill_flow_and_cli(llvip_root, tmp_path, capsys):
     import torch
     from safetensors.torch import save_file
 
@@ -105,6 +105,9 @@ def test_embed_backfill_flow_and_cli(llvip_root, tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
     out = tmp_path / "ds"
     build_dataset_flow(config=_config(llvip_root, out))
+    # no checkpoint and no explicit --random-weights: refused before any work (random vectors look real)
+    assert main(["embed", str(out), "--encoder", f"openclip:{TINY_NAME}", "--executor", "local"]) == 2
+    assert "needs --checkpoint PATH" in capsys.readouterr().err and not (out / "embeddings").exists()
     args = ["embed", str(out), "--encoder", f"openclip:{TINY_NAME}", "--checkpoint", str(ckpt),
             "--modalities", "image", "--executor", "local"]
     assert main(args) == 0
@@ -116,3 +119,35 @@ def test_embed_backfill_flow_and_cli(llvip_root, tmp_path):
 
     again = embed_backfill_flow(str(out), f"openclip:{TINY_NAME}", str(ckpt), ["image"], "local")
     assert again["shards_embedded"] == 0 and again["already_done"] == 3
+
+
+def test_run_config_encoders_embed_after_the_build(llvip_root, tmp_path, capsys):
+    """`bindset run` of a TOML with [[encoders]]: build, then an embed-backfill subflow per encoder;
+    a rerun builds and embeds nothing. An encoder without weights is a config error naming it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from encoders.openclip import TINY_NAME, load_openclip_model
+    from flows.cli import main
+    from flows.config import ConfigError, load_run_config
+    from storage.embeddings import list_encoder_ids
+
+    model, _ = load_openclip_model(TINY_NAME, None, torch.device("cpu"), seed=0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "ds"
+    toml = tmp_path / "nightly.toml"
+    base = (f'[dataset]\nout = "{out}"\nshard_size = 2\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_root}"\n'
+            f'[executor]\nkind = "local"\n')
+    toml.write_text(base + f'[[encoders]]\nname = "openclip:{TINY_NAME}"\ncheckpoint = "{ckpt}"\n')
+    assert main(["run", str(toml)]) == 0
+    printed = capsys.readouterr().out
+    (store,) = list_encoder_ids(out)
+    assert f"encoder {store}: 3 shards embedded (6 samples), 0 already in the store" in printed
+    assert storage.scan_embeddings(out, store).collect().height == 6
+    assert main(["run", str(toml)]) == 0
+    assert f"encoder {store}: 0 shards embedded (0 samples), 3 already in the store" in capsys.readouterr().out
+
+    toml.write_text(base + f'[[encoders]]\nname = "openclip:{TINY_NAME}"\n')
+    with pytest.raises(ConfigError, match=r"encoders\[0\].*needs checkpoint"):
+        load_run_config(toml)
