@@ -23,12 +23,14 @@ Inputs (model-ready, CLIP-normalized as the shard reader returns them):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import open_clip
@@ -93,6 +95,20 @@ def available_models() -> list[str]:
     return list(open_clip.list_models())
 
 
+@contextlib.contextmanager
+def _without_log_records(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def load_openclip_model(
     model_name: str,
     checkpoint: str | os.PathLike | None = None,
@@ -108,8 +124,10 @@ def load_openclip_model(
     path = resolve_checkpoint(checkpoint, what=f"openclip:{model_name}")
     common = dict(precision="fp32", device=device, pretrained_image=False, pretrained_text=False, weights_only=True)
     if path is None:
-        # open_clip draws its init from the global RNG: draw it from `seed` without disturbing the caller
-        with torch.random.fork_rng(devices=[]):
+        # open_clip draws its init from the global RNG: draw it from `seed` without disturbing the caller.
+        # Random init was asked for here (the encoder id says "random"): open_clip's warning about it
+        # would only alarm.
+        with torch.random.fork_rng(devices=[]), _without_log_records("No pretrained weights loaded"):
             torch.manual_seed(seed)
             model = open_clip.create_model(model_name, pretrained=None, **common)
     else:
