@@ -488,8 +488,18 @@ def read_losses(out_dir: str | Path) -> list[tuple[int, int, float, float]]:
 
 
 def read_state(out_dir: str | Path) -> dict[str, Any] | None:
+    """A run directory's `state.json`, with every file it names checked to lie inside the run
+    directory (a resume deletes old checkpoints: an edited state file must not point elsewhere)."""
+    from pipelines.sources.base import resolve_inside
+
     path = Path(out_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    for rel in [state.get("checkpoint"), state.get("state"), *state.get("checkpoints", [])]:
+        if rel is not None:
+            resolve_inside(Path(out_dir), rel)  # raises PathOutsideRoot naming the path
+    return state
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:

@@ -333,3 +333,18 @@ def test_cli_train_embed_eval_and_search(audio_dataset, tmp_path, capsys):
     assert main(["search", str(path), str(path), "--modality", "audio", "--dataset", str(audio_dataset),
                  "--store", encoder.model_id, "--encoder", str(run_dir), "--weight", "1", "2", "3"]) == 2
     assert "--weight: give one value or one per query (2), got 3" in capsys.readouterr().err
+
+
+def test_a_run_state_naming_files_outside_the_run_is_refused(audio_dataset, tmp_path):
+    from pipelines.sources.base import PathOutsideRoot
+
+    run = train_binding(audio_dataset, "audio", TARGET, tmp_path / "run", _cfg(epochs=1))
+    state_file = run.out_dir / "state.json"
+    state = json.loads(state_file.read_text())
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    state["checkpoints"] = ["../precious.txt"] + state["checkpoints"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(PathOutsideRoot, match="precious.txt"):
+        train_binding(audio_dataset, "audio", TARGET, tmp_path / "run", _cfg(epochs=2))
+    assert victim.read_text() == "keep me"
