@@ -162,6 +162,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
     return _SHA_CACHE[key]
 
 
+def known_file_hashes() -> dict[tuple[str, int, int], str]:
+    """This process's hashes, keyed by (resolved path, size, mtime_ns), to hand to worker processes."""
+    return dict(_SHA_CACHE)
+
+
+def remember_file_hashes(hashes: dict[tuple[str, int, int], str]) -> None:
+    """Adopt another process's hashes. A file whose size or mtime differs here misses the key and is
+    hashed again, so a changed or different file is never given a stale digest."""
+    for (path, size, mtime_ns), digest in hashes.items():
+        _SHA_CACHE[(str(path), int(size), int(mtime_ns))] = str(digest)
+
+
 def checkpoint_fingerprint(path: Path | None) -> str:
     return RANDOM_WEIGHTS if path is None else sha256_file(path)[:12]
 

@@ -123,9 +123,20 @@ def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encod
 class _EmbedWorker:
     """One model per worker process: Ray actors of this class build the encoders once."""
 
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec, expected_id: str | None = None,
+                 known_hashes: dict[tuple[str, int, int], str] | None = None):
+        from encoders.base import remember_file_hashes
+
+        # The driver already hashed the checkpoint (GBs for a huge model): reuse its digest for the
+        # same path, size and mtime rather than reading the file again in every actor.
+        remember_file_hashes(known_hashes or {})
         self.encoders = spec.create()
         self.encoder_id = store_id(self.encoders)
+        if expected_id is not None and self.encoder_id != expected_id:
+            # e.g. another node holds a different file at the checkpoint path: its vectors must not
+            # land in (or beside) the store the driver planned for.
+            raise RuntimeError(f"this worker's encoder is {self.encoder_id}, the driver's is {expected_id}: "
+                               f"the checkpoint {spec.checkpoint} differs between nodes")
 
     def embed(self, root: str, shard_id: int) -> dict:
         return embed_shard(root, shard_id, self.encoders, self.encoder_id).__dict__
@@ -170,7 +181,7 @@ def embed_dataset(root: str | Path, spec: EncoderSpec, executor: str = "local", 
                     bar.update(1)
             else:
                 del probe  # the actors load their own copies
-                for summary in _embed_on_ray(root, spec, todo, ray_address, actors):
+                for summary in _embed_on_ray(root, spec, todo, ray_address, actors, encoder_id):
                     report.embedded.append(summary)
                     bar.update(1)
     report.seconds = time.perf_counter() - started
@@ -178,7 +189,7 @@ def embed_dataset(root: str | Path, spec: EncoderSpec, executor: str = "local", 
 
 
 def _embed_on_ray(root: Path, spec: EncoderSpec, shard_ids: list[int], address: str | None,
-                  actors: int | None) -> Iterator[EmbedSummary]:
+                  actors: int | None, encoder_id: str | None = None) -> Iterator[EmbedSummary]:
     import os
 
     import ray
@@ -191,6 +202,8 @@ def _embed_on_ray(root: Path, spec: EncoderSpec, shard_ids: list[int], address: 
     gpus = int(ray.cluster_resources().get("GPU", 0))
     count = actors or max(1, min(gpus or 1, len(shard_ids)))
     actor_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=2, max_task_retries=2)(_EmbedWorker)
-    pool = ActorPool([actor_cls.remote(spec) for _ in range(count)])
+    from encoders.base import known_file_hashes
+
+    pool = ActorPool([actor_cls.remote(spec, encoder_id, known_file_hashes()) for _ in range(count)])
     for result in pool.map_unordered(lambda actor, shard: actor.embed.remote(str(root), shard), shard_ids):
         yield EmbedSummary(**result)

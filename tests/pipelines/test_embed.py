@@ -117,6 +117,33 @@ def test_backfill_on_ray_actor_pool(tmp_path, tiny_clip_checkpoint):
     assert np.abs(got["image"].to_numpy() - expected["image"].to_numpy()).max() <= 1e-5
 
 
+def test_embed_worker_reuses_the_drivers_checkpoint_hash_and_refuses_another_model(tiny_clip_checkpoint):
+    import os
+
+    import encoders.base as base
+    from pipelines.embed import _EmbedWorker
+
+    spec = EncoderSpec("openclip:bindset-tiny-clip", str(tiny_clip_checkpoint), ("image",))
+    st = tiny_clip_checkpoint.stat()
+    key = (str(tiny_clip_checkpoint.resolve()), st.st_size, st.st_mtime_ns)
+    real = base.sha256_file(tiny_clip_checkpoint)
+    # A digest handed over for this exact (path, size, mtime) is used as is: the file is not read
+    # again (the planted digest shows up in the encoder id).
+    base._SHA_CACHE.clear()
+    planted = "ab" * 32
+    worker = _EmbedWorker(spec, None, {key: planted})
+    assert planted[:12] in worker.encoder_id and real[:12] not in worker.encoder_id
+    # A file changed since the driver hashed it misses that key and is hashed again.
+    base._SHA_CACHE.clear()
+    os.utime(tiny_clip_checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    worker = _EmbedWorker(spec, None, {key: planted})
+    assert real[:12] in worker.encoder_id
+    # A worker whose model differs from the one the driver planned for refuses to embed.
+    with pytest.raises(RuntimeError, match="differs between nodes"):
+        _EmbedWorker(spec, worker.encoder_id.replace(real[:12], planted[:12]))
+    base._SHA_CACHE.clear()
+
+
 def test_reading_overlaps_compute_only_on_an_accelerator():
     import threading
 
