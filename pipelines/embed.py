@@ -128,7 +128,9 @@ class _EmbedWorker:
         from encoders.base import remember_file_hashes
 
         # The driver already hashed the checkpoint (GBs for a huge model): reuse its digest for the
-        # same path, size and mtime rather than reading the file again in every actor.
+        # same path, size and mtime rather than reading the file again in every actor. The check
+        # below therefore catches a different file only where size or mtime differ (a copy that
+        # kept both for other bytes would pass, as it would for rsync's own quick check).
         remember_file_hashes(known_hashes or {})
         self.encoders = spec.create()
         self.encoder_id = store_id(self.encoders)
