@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from pipelines.synth.media import encode_audio
 from preprocess.audio import AudioConfig, audio_model_input, normalize_log_mel
 from preprocess.decode import _audio_frame_to_float, align_audio, AudioTrack
 
@@ -71,25 +72,10 @@ def reference_style(path: Path, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
 
 
 def _write_audio(path: Path, wave: np.ndarray, rate: int, codec: str) -> Path:
-    layout = {1: "mono", 2: "stereo"}[wave.shape[0]]
     with av.open(str(path), "w") as out:
         st = out.add_stream(codec, rate=rate)
-        st.layout = layout
-        fmt = st.codec_context.format
-        step = st.codec_context.frame_size or 4096
-        data = wave
-        if fmt.name.rstrip("p") == "s16":
-            data = np.round(np.clip(wave, -1, 1 - 1 / 32768) * 32768).astype(np.int16)
-        for s in range(0, wave.shape[1], step):
-            block = np.ascontiguousarray(data[:, s : s + step])
-            if not fmt.is_planar:
-                block = np.ascontiguousarray(block.T.reshape(1, -1))
-            af = av.AudioFrame.from_ndarray(block, format=fmt.name, layout=layout)
-            af.sample_rate, af.pts, af.time_base = rate, s, Fraction(1, rate)
-            for pkt in st.encode(af):
-                out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
+        st.layout = {1: "mono", 2: "stereo"}[wave.shape[0]]
+        encode_audio(out, st, wave)
     return path
 
 

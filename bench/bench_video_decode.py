@@ -34,6 +34,7 @@ import av
 import numpy as np
 import torch
 
+from pipelines.synth.media import encode_audio
 from preprocess.decode import DecodeStats, decode_video_clips, uniform_indices
 from preprocess.video import VideoConfig, video_clip_spans, video_frames_to_model_input
 
@@ -111,17 +112,7 @@ def write_h264(
         for pkt in vs.encode(None):
             out.mux(pkt)
         if ast is not None:
-            fmt, step = ast.codec_context.format, ast.codec_context.frame_size or 1024
-            for s in range(0, audio.shape[1], step):
-                block = np.ascontiguousarray(audio[:, s : s + step], np.float32)
-                if not fmt.is_planar:
-                    block = np.ascontiguousarray(block.T.reshape(1, -1))
-                af = av.AudioFrame.from_ndarray(block, format=fmt.name, layout=ast.layout.name)
-                af.sample_rate, af.pts, af.time_base = sample_rate, s, Fraction(1, sample_rate)
-                for pkt in ast.encode(af):
-                    out.mux(pkt)
-            for pkt in ast.encode(None):
-                out.mux(pkt)
+            encode_audio(out, ast, audio)
     return path
 
 

@@ -129,11 +129,7 @@ def write_mp4(
         def push_audio(until_s: float) -> None:
             nonlocal a_pos
             while astream is not None and a_pos < n_audio and a_pos / sample_rate <= until_s:
-                block = np.ascontiguousarray(audio[:, a_pos : a_pos + AAC_FRAME])
-                af = av.AudioFrame.from_ndarray(block, format="fltp", layout=astream.layout.name)
-                af.sample_rate = int(sample_rate)
-                af.pts = a_offset + a_pos
-                af.time_base = Fraction(1, int(sample_rate))
+                af = audio_frame(audio[:, a_pos : a_pos + AAC_FRAME], astream, a_offset + a_pos)
                 for pkt in astream.encode(af):
                     out.mux(pkt)
                 a_pos += AAC_FRAME
@@ -154,6 +150,38 @@ def write_mp4(
             for pkt in astream.encode(None):
                 out.mux(pkt)
     return path
+
+
+# Sample formats an audio encoder may ask for: numpy dtype, scale and offset from float [-1, 1].
+_SAMPLE_CODING = {"s16": (np.int16, 32768.0, 0), "s32": (np.int32, 2147483648.0, 0), "u8": (np.uint8, 128.0, 128),
+                  "flt": (np.float32, 1.0, 0), "dbl": (np.float64, 1.0, 0)}
+
+
+def audio_frame(block: np.ndarray, stream, pts: int) -> av.AudioFrame:
+    """``[C, n]`` float audio in [-1, 1] as one frame in ``stream``'s encoder sample format:
+    planar or packed, integer formats scaled (clipped just below full scale so +1.0 cannot wrap)."""
+    fmt = stream.codec_context.format
+    dtype, scale, offset = _SAMPLE_CODING[fmt.name.rstrip("p")]
+    if np.issubdtype(dtype, np.integer):
+        data = np.round(np.clip(block, -1.0, 1.0 - 1.0 / 32768) * scale + offset).astype(dtype)
+    else:
+        data = np.asarray(block, dtype)
+    data = np.ascontiguousarray(data) if fmt.is_planar else np.ascontiguousarray(data.T.reshape(1, -1))
+    rate = stream.codec_context.sample_rate
+    frame = av.AudioFrame.from_ndarray(data, format=fmt.name, layout=stream.layout.name)
+    frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+    return frame
+
+
+def encode_audio(out, stream, audio: np.ndarray, pts_offset: int = 0) -> None:
+    """All of ``[C, N]`` float ``audio`` through ``stream``'s encoder (in its frame size, else blocks
+    of 4096 samples), then the encoder flushed; sample ``k`` gets pts ``pts_offset + k``."""
+    step = stream.codec_context.frame_size or 4096
+    for start in range(0, audio.shape[1], step):
+        for packet in stream.encode(audio_frame(audio[:, start : start + step], stream, pts_offset + start)):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 def rgb_to_yuv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

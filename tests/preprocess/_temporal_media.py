@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipelines.synth.media import encode_audio
+
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 6: "5.1", 8: "7.1"}
 
 
@@ -103,25 +105,7 @@ def write_mp4(
                 out.mux(pkt)
 
         if astream is not None:
-            fmt = astream.codec_context.format
-            n = audio.shape[1]
-            chunk = astream.codec_context.frame_size or 1024
-            offset = int(round(start_s * sample_rate))
-            for s in range(0, n, chunk):
-                block = np.ascontiguousarray(audio[:, s : s + chunk].astype(np.float32))
-                if fmt.is_planar:
-                    af = av.AudioFrame.from_ndarray(block, format=fmt.name, layout=astream.layout.name)
-                else:
-                    af = av.AudioFrame.from_ndarray(
-                        np.ascontiguousarray(block.T.reshape(1, -1)), format=fmt.name, layout=astream.layout.name
-                    )
-                af.sample_rate = sample_rate
-                af.pts = offset + s
-                af.time_base = Fraction(1, sample_rate)
-                for pkt in astream.encode(af):
-                    out.mux(pkt)
-            for pkt in astream.encode(None):
-                out.mux(pkt)
+            encode_audio(out, astream, audio, pts_offset=int(round(start_s * sample_rate)))
     return path
 
 
@@ -132,28 +116,8 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, codec: str 
     with av.open(str(path), "w", format="wav") as out:
         st = out.add_stream(codec, rate=sample_rate)
         st.layout = layout_for(channels)
-        fmt = st.codec_context.format
-        x = np.clip(audio, -1.0, 1.0 - 1.0 / 32768)
-        dtype_map = {"s16": (np.int16, 32768.0, 0), "s32": (np.int32, 2147483648.0, 0), "u8": (np.uint8, 128.0, 128),
-                     "flt": (np.float32, 1.0, 0), "dbl": (np.float64, 1.0, 0)}
-        base = fmt.name.rstrip("p")
-        dt, scale, off = dtype_map[base]
-        if np.issubdtype(dt, np.integer):
-            data = np.round(x * scale + off).astype(dt)
-        else:
-            data = x.astype(dt)
-        step = 4096
-        for s in range(0, data.shape[1], step):
-            block = data[:, s : s + step]
-            arr = np.ascontiguousarray(block) if fmt.is_planar else np.ascontiguousarray(block.T.reshape(1, -1))
-            af = av.AudioFrame.from_ndarray(arr, format=fmt.name, layout=st.layout.name)
-            af.sample_rate = sample_rate
-            af.pts = s
-            af.time_base = Fraction(1, sample_rate)
-            for pkt in st.encode(af):
-                out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
+        # the float formats are clipped too (audio_frame clips only integer ones), as this always did
+        encode_audio(out, st, np.clip(audio, -1.0, 1.0 - 1.0 / 32768))
     return path
 
 
