@@ -19,3 +19,7 @@ class Executor(ABC):
                    on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
         """Build every spec, yielding each summary as its shard commits (any order);
         ``on_sample(n)`` advances progress by ``n`` samples."""
+
+    def in_flight_limit(self) -> int:
+        """Shards this executor keeps in flight at once (the Prefect flow submits as many)."""
+        return 1

@@ -142,6 +142,14 @@ class RayExecutor(Executor):
                           scheduling_strategy="SPREAD" if self.spread else "DEFAULT")(_build_shard_task)
         return ShardSummary.from_dict(ray.get(task.remote(str(root), spec, config)))
 
+    def in_flight_limit(self) -> int:
+        """``max_in_flight``, else two shards per CPU of the cluster (one decoding while one waits on
+        I/O), so every CPU of any cluster is busy."""
+        import ray
+
+        self.connect()
+        return self.max_in_flight or max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+
     def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
                    on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
         import ray
@@ -153,7 +161,7 @@ class RayExecutor(Executor):
             max_retries=self.max_retries,  # system failures: worker or node death
             scheduling_strategy="SPREAD" if self.spread else "DEFAULT",
         )(_build_shard_task)
-        limit = self.max_in_flight or max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+        limit = self.in_flight_limit()
         config_ref = ray.put(config)
         pending = list(reversed(specs))
         in_flight: dict = {}
