@@ -2,8 +2,11 @@
 
 ``embed_shard`` reads one shard's model-ready arrays (a reader thread prepares the next batch while
 the encoder computes the current one) and commits ``embeddings/<encoder-id>/<shard>.parquet``.
-``embed_dataset`` embeds exactly the committed shards that lack a store file (a backfill), locally
-or on a Ray actor pool with the model loaded once per actor (one GPU per actor where GPUs exist).
+``embed_dataset`` embeds exactly the committed shards that lack a store file (a backfill) through an
+executor's stateful workers (``Executor.map_on_workers``): one in-process worker locally, a Ray actor
+pool with the model loaded once per actor (one GPU per actor where GPUs exist) on the same Ray
+connection builds use. The dataset root may be a local path or an object-store URL; vectors are
+written next to the shards either way, by the workers themselves.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import polars as pl
 
 from storage import format as fmt
 from storage.embeddings import commit_embeddings, missing_shard_ids, write_encoder_info
+from storage.location import Location, as_location, polars_storage_options
 from storage.locks import DatasetLock
 from storage.reader import DatasetReader
+
+if TYPE_CHECKING:
+    from pipelines.executors import Executor
 
 # Dataset modality -> the model-ready array the reader returns for it.
 INPUT_KEY = {"image": "image", "video": "video", "text": "text", "audio": "audio", "depth": "depth",
@@ -97,9 +104,17 @@ def _overlapped(batches: Iterator[np.ndarray], device) -> Iterator[np.ndarray]:
     return _prefetched(batches) if getattr(device, "type", str(device)) != "cpu" else batches
 
 
-def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encoder_id: str) -> EmbedSummary:
+def _read_index(root: Location, shard_id: int) -> pl.DataFrame:
+    path = root / fmt.INDEX_DIR / f"{fmt.shard_name(shard_id)}.parquet"
+    return pl.read_parquet(str(path), columns=["sample_id", "row", "modalities"],
+                           storage_options=polars_storage_options(root))
+
+
+def embed_shard(root: str | Path | Location, shard_id: int, encoders: dict[str, Any],
+                encoder_id: str) -> EmbedSummary:
     started = time.perf_counter()
-    index = pl.read_parquet(fmt.index_path(root, shard_id), columns=["sample_id", "row", "modalities"])
+    root = as_location(root)
+    index = _read_index(root, shard_id)
     wanted = set(encoders)
     index = index.filter(pl.col("modalities").list.eval(pl.element().is_in(list(wanted))).list.any())
     sample_ids = index["sample_id"].to_list()
@@ -121,11 +136,19 @@ def embed_shard(root: str | Path, shard_id: int, encoders: dict[str, Any], encod
 
 
 class _EmbedWorker:
-    """One model per worker process: Ray actors of this class build the encoders once."""
+    """One model per worker process: Ray actors of this class build the encoders once, then embed
+    one shard of ``root`` after another."""
 
     def __init__(self, spec: EncoderSpec, expected_id: str | None = None,
-                 known_hashes: dict[tuple[str, int, int], str] | None = None):
+                 known_hashes: dict[tuple[str, int, int], str] | None = None, *,
+                 root: Location | None = None, encoders: dict[str, Any] | None = None):
         from encoders.base import remember_file_hashes
+
+        self.root = root
+        if encoders is not None:  # in-process: the driver's already loaded model
+            self.encoders = encoders
+            self.encoder_id = store_id(encoders)
+            return
 
         # The driver already hashed the checkpoint (GBs for a huge model): reuse its digest for the
         # same path, size and mtime rather than reading the file again in every actor. The check
@@ -140,8 +163,32 @@ class _EmbedWorker:
             raise RuntimeError(f"this worker's encoder is {self.encoder_id}, the driver's is {expected_id}: "
                                f"the checkpoint {spec.checkpoint} differs between nodes")
 
-    def embed(self, root: str, shard_id: int) -> dict:
-        return embed_shard(root, shard_id, self.encoders, self.encoder_id).__dict__
+    def embed(self, shard_id: int) -> EmbedSummary:
+        if self.root is None:
+            raise RuntimeError("this embed worker was built without a dataset root")
+        return embed_shard(self.root, shard_id, self.encoders, self.encoder_id)
+
+
+class _EmbedWorkerFactory:
+    """Builds an ``_EmbedWorker`` where it runs. In the driver's process (a local executor) it hands
+    over the model the driver already loaded; pickled to a Ray actor it carries only the spec, the
+    root (a path or URL + options) and the driver's checkpoint digests: models never travel."""
+
+    def __init__(self, spec: EncoderSpec, root: Location, expected_id: str,
+                 known_hashes: dict[tuple[str, int, int], str], prebuilt: dict[str, Any] | None = None):
+        self.spec = spec
+        self.root = root
+        self.expected_id = expected_id
+        self.known_hashes = known_hashes
+        self.prebuilt = prebuilt
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "prebuilt": None}
+
+    def __call__(self) -> _EmbedWorker:
+        if self.prebuilt is not None:
+            return _EmbedWorker(self.spec, root=self.root, encoders=self.prebuilt)
+        return _EmbedWorker(self.spec, self.expected_id, self.known_hashes, root=self.root)
 
 
 @dataclass
@@ -158,12 +205,24 @@ class EmbedReport:
                 f"{rate:.1f} samples/s), {self.already_done} already in the store"]
 
 
-def embed_dataset(root: str | Path, spec: EncoderSpec, executor: str = "local", ray_address: str | None = None,
-                  actors: int | None = None, progress: bool = True) -> EmbedReport:
-    """Embed every committed shard that lacks this encoder's store file."""
+def embed_dataset(root: str | Path | Location, spec: EncoderSpec, executor: "Executor | str" = "local",
+                  ray_address: str | None = None, actors: int | None = None, progress: bool = True) -> EmbedReport:
+    """Embed every committed shard that lacks this encoder's store file.
+
+    ``executor``: an ``Executor`` (the one a build used, say), or ``"local"`` / ``"ray"`` with
+    ``ray_address`` (the CLI's and flows' arguments), made by ``create_executor``. ``actors``: how
+    many workers (default: one per GPU of a Ray cluster with GPUs, else one)."""
     from tqdm.auto import tqdm
 
-    root = Path(root).resolve()
+    from encoders.base import known_file_hashes
+    from pipelines.executors import create_executor
+    from storage.shard import committed_shard_ids
+
+    if isinstance(executor, str):
+        executor = create_executor(executor, ray_address=ray_address)
+    root = as_location(root)
+    if isinstance(root, Path):
+        root = root.resolve()
     started = time.perf_counter()
     probe = spec.create()  # fails fast on a bad name or checkpoint, before any Ray work
     encoder_id = store_id(probe)
@@ -172,40 +231,16 @@ def embed_dataset(root: str | Path, spec: EncoderSpec, executor: str = "local", 
         write_encoder_info(root, encoder_id, {**first.metadata(), "modalities": list(spec.modalities),
                                               "name": spec.name})
         todo = missing_shard_ids(root, encoder_id)
-        report = EmbedReport(encoder_id, [], 0)
-        from storage.shard import committed_shard_ids
-
-        report.already_done = len(committed_shard_ids(root)) - len(todo)
+        report = EmbedReport(encoder_id, [], len(committed_shard_ids(root)) - len(todo))
+        if todo and not executor.in_process:
+            executor.check_root_reachable(root)  # every node writes vectors to the root itself
+        # In-process workers reuse the loaded model; remote ones load their own copy.
+        factory = _EmbedWorkerFactory(spec, root, encoder_id, known_file_hashes(),
+                                      prebuilt=probe if executor.in_process else None)
+        del probe, first
         with tqdm(total=len(todo), desc=f"embed {encoder_id}", unit="shard", disable=not progress or not todo) as bar:
-            if executor == "local" or not todo:
-                for shard_id in todo:
-                    report.embedded.append(embed_shard(root, shard_id, probe, encoder_id))
-                    bar.update(1)
-            else:
-                del probe  # the actors load their own copies
-                for summary in _embed_on_ray(root, spec, todo, ray_address, actors, encoder_id):
-                    report.embedded.append(summary)
-                    bar.update(1)
+            for _, summary in executor.map_on_workers(factory, "embed", todo, workers=actors):
+                report.embedded.append(summary)
+                bar.update(1)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _embed_on_ray(root: Path, spec: EncoderSpec, shard_ids: list[int], address: str | None,
-                  actors: int | None, encoder_id: str | None = None) -> Iterator[EmbedSummary]:
-    import os
-
-    import ray
-    from ray.util import ActorPool
-
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        kwargs = {"include_dashboard": False, "object_store_memory": 256 * 1024**2} if address == "local" else {}
-        ray.init(address=address, configure_logging=False, **kwargs)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count = actors or max(1, min(gpus or 1, len(shard_ids)))
-    actor_cls = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=2, max_task_retries=2)(_EmbedWorker)
-    from encoders.base import known_file_hashes
-
-    pool = ActorPool([actor_cls.remote(spec, encoder_id, known_file_hashes()) for _ in range(count)])
-    for result in pool.map_unordered(lambda actor, shard: actor.embed.remote(str(root), shard), shard_ids):
-        yield EmbedSummary(**result)
