@@ -23,11 +23,11 @@ from pipelines.plan import ShardSpec, plan_shards
 from pipelines.samples import SampleError, process_sample
 from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
-from storage.atomic import publish, sha256_file, write_bytes_atomic
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
+from storage.location import Location, as_location, is_remote, list_files, remove_tree, sha256_of, write_bytes_atomic
 from storage.locks import DatasetLock
 from storage.schema import reject_frame
-from storage.shard import ShardSummary, ShardWriter
+from storage.shard import ShardSummary, ShardWriter, read_shard_file_metadata
 
 
 class ConfigMismatch(RuntimeError):
@@ -38,12 +38,13 @@ class QualityFilterFailed(ValueError):
     """A sample decoded fine but fails a configured quality filter (counted like a reject)."""
 
 
-def build_shard(root: Path, spec: ShardSpec, config: BuildConfig,
+def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfig,
                 on_sample: Callable[[], None] | None = None) -> ShardSummary:
-    """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept."""
+    """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept.
+    ``root`` is a local directory or a URL: the shard goes straight there from wherever this runs."""
     started = time.perf_counter()
     faults.check("shard", spec.shard_id)
-    writer = ShardWriter(Path(root), spec.shard_id, capacity=max(len(spec), 1)).open()
+    writer = ShardWriter(as_location(root), spec.shard_id, capacity=max(len(spec), 1)).open()
     try:
         for row in spec.rows:
             try:
@@ -77,7 +78,7 @@ def _index_fields(row: dict) -> dict:
 
 @dataclass
 class BuildReport:
-    root: Path
+    root: Location
     planned_shards: int
     skipped_shards: int
     summaries: list[ShardSummary] = field(default_factory=list)
@@ -111,7 +112,7 @@ class BuildReport:
         return out
 
 
-def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources: list[Source],
+def prepare_dataset(root: Location, manifest: Manifest, config: BuildConfig, sources: list[Source],
                     overwrite: bool = False) -> tuple[list[ShardSpec], dict]:
     """Write (or check) manifest and catalog, and return the shard plan and the catalog.
 
@@ -119,10 +120,10 @@ def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources
     append the new samples as new shards, so committed shards and their embeddings stay valid.
     A changed config, or samples gone from the sources, is refused unless ``overwrite`` (which starts
     the dataset afresh)."""
-    root = Path(root)
+    root = as_location(root)
     cfg = config.to_dict()
     catalog = load_catalog(root)
-    stored = pl.read_parquet(root / fmt.MANIFEST_FILE) if catalog is not None else None
+    stored = pl.read_parquet(io.BytesIO((root / fmt.MANIFEST_FILE).read_bytes())) if catalog is not None else None
     if catalog is not None:
         changed = []
         if catalog["config_hash"] != config_hash(cfg):
@@ -137,8 +138,9 @@ def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources
                 "Pass --overwrite to rebuild it, or write a new dataset with another --out."
             )
         if changed:
-            for sub in (fmt.SHARDS_DIR, fmt.INDEX_DIR, fmt.REJECTS_DIR, fmt.EMBEDDINGS_DIR, fmt.TMP_DIR):
-                shutil.rmtree(root / sub, ignore_errors=True)
+            # The index goes first: a shard without its index is never data, whatever dies when.
+            for sub in (fmt.INDEX_DIR, fmt.SHARDS_DIR, fmt.REJECTS_DIR, fmt.EMBEDDINGS_DIR, fmt.TMP_DIR):
+                remove_tree(root / sub)
             catalog = stored = None
     if catalog is None:
         frame = manifest.frame
@@ -158,34 +160,47 @@ def prepare_dataset(root: Path, manifest: Manifest, config: BuildConfig, sources
         write_catalog(root, catalog)
     _write_manifest_rejects(root, manifest)
     # Leftovers of builds that died mid-shard: never visible, safe to drop now that we hold the lock.
-    shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
+    if not is_remote(root):
+        shutil.rmtree(root / fmt.TMP_DIR, ignore_errors=True)
     return plan, catalog
 
 
-def pending_shards(root: Path, plan: list[ShardSpec]) -> list[ShardSpec]:
+def committed_names(root: Location) -> set[str]:
+    """Shard names whose index (the commit point) exists: one listing, on disk or on a store."""
+    return {p.stem for p in list_files(as_location(root) / fmt.INDEX_DIR, ".parquet")}
+
+
+def pending_shards(root: Location, plan: list[ShardSpec]) -> list[ShardSpec]:
     """Shards whose index (the commit point) is not there yet."""
-    return [s for s in plan if not fmt.index_path(root, s.shard_id).exists()]
+    done = committed_names(root)
+    return [s for s in plan if fmt.shard_name(s.shard_id) not in done]
 
 
-def reconcile_catalog(root: Path, catalog: dict, plan: list[ShardSpec]) -> None:
-    """Record shards committed by a run that died before updating dataset.json."""
+def reconcile_catalog(root: Location, catalog: dict, plan: list[ShardSpec]) -> None:
+    """Record shards committed by a run that died before updating dataset.json. The shard's size and
+    sha256 come from its index's footer (no shard download); older indexes are hashed in full."""
     changed = False
+    done = committed_names(root)
     for spec in plan:
         name = fmt.shard_name(spec.shard_id)
-        if name in catalog["shards"] or not fmt.index_path(root, spec.shard_id).exists():
+        if name in catalog["shards"] or name not in done:
             continue
-        index = pl.read_parquet(fmt.index_path(root, spec.shard_id))
-        rejects = pl.read_parquet(fmt.rejects_path(root, spec.shard_id))
+        index_file = fmt.index_path(root, spec.shard_id)
+        index_bytes = index_file.read_bytes()
+        index = pl.read_parquet(io.BytesIO(index_bytes))
+        rejects = pl.read_parquet(io.BytesIO(fmt.rejects_path(root, spec.shard_id).read_bytes()))
         shard_file = fmt.shard_path(root, spec.shard_id)
+        recorded = read_shard_file_metadata(index_file)
+        sha, size = recorded if recorded else (sha256_of(shard_file), shard_file.stat().st_size)
         catalog["shards"][name] = shard_entry(
             ShardSummary(
                 shard_id=spec.shard_id,
                 stored=index.height,
                 rejected=rejects.height,
                 reject_reasons=dict(Counter(f"{s}:{e}" for s, e in zip(rejects["stage"], rejects["error_type"]))),
-                shard_sha256=sha256_file(shard_file),
-                index_sha256=sha256_file(fmt.index_path(root, spec.shard_id)),
-                bytes_written=shard_file.stat().st_size,
+                shard_sha256=sha,
+                index_sha256=_sha256(index_bytes),
+                bytes_written=size,
             )
         )
         changed = True
@@ -199,10 +214,10 @@ class BuildSession:
     ``build_dataset`` drives one with an executor; the Prefect flow drives the same session with one
     Prefect task per shard. Only the session (the driver) writes ``dataset.json``."""
 
-    def __init__(self, sources: list[Source], root: str | Path, config: BuildConfig | None = None,
+    def __init__(self, sources: list[Source], root: str | Path | Location, config: BuildConfig | None = None,
                  overwrite: bool = False):
         self.config = config or BuildConfig()
-        self.root = Path(root).resolve()
+        self.root = as_location(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         self._lock = DatasetLock(self.root, "build").acquire()
@@ -219,13 +234,15 @@ class BuildSession:
                                   manifest_rejects=len(manifest.problems))
 
     def record(self, summary: ShardSummary) -> None:
+        self._lock.check()  # a driver that lost its lease must not overwrite its successor's catalog
         self.catalog["shards"][fmt.shard_name(summary.shard_id)] = shard_entry(summary)
         write_catalog(self.root, self.catalog)
         self.report.summaries.append(summary)
 
     def close(self) -> BuildReport:
         # Attempts killed and retried by an executor leave private temp dirs; none is committed data.
-        shutil.rmtree(self.root / fmt.TMP_DIR, ignore_errors=True)
+        if not is_remote(self.root):
+            shutil.rmtree(self.root / fmt.TMP_DIR, ignore_errors=True)
         self._lock.release()
         self.report.seconds = time.perf_counter() - self.started
         return self.report
@@ -237,7 +254,7 @@ class BuildSession:
         self.close()
 
 
-def build_dataset(sources: list[Source], root: str | Path, config: BuildConfig | None = None,
+def build_dataset(sources: list[Source], root: str | Path | Location, config: BuildConfig | None = None,
                   executor=None, overwrite: bool = False, progress: bool = True) -> BuildReport:
     """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock."""
     from pipelines.executors import ShardProgress, create_executor
@@ -263,9 +280,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_manifest_rejects(root: Path, manifest: Manifest) -> None:
-    path = fmt.rejects_path(root, fmt.MANIFEST_REJECTS_NAME)
-    tmp = path.with_name(".manifest.parquet.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    reject_frame(problem_rejects(manifest)).write_parquet(tmp)
-    publish(tmp, path)
+def _write_manifest_rejects(root: Location, manifest: Manifest) -> None:
+    write_bytes_atomic(fmt.rejects_path(root, fmt.MANIFEST_REJECTS_NAME),
+                       _parquet_bytes(reject_frame(problem_rejects(manifest))))

@@ -50,7 +50,7 @@ def read_input(row: dict[str, Any], uri_column: str) -> tuple[bytes, str]:
     """Bytes of a row's file, refusing paths outside the row's root; errors are stage "read"."""
     rel = row[uri_column]
     try:
-        path = resolve_inside(Path(row["root"]), rel)
+        path = resolve_inside(row["root"], rel)  # a local root or a URL prefix
         data = path.read_bytes()
     except (OSError, ValueError) as exc:
         raise SampleError("read", exc, rel) from exc

@@ -17,6 +17,7 @@ import numpy as np
 from pipelines.config import BuildConfig
 from pipelines.samples import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
+from storage.location import local_copy
 from preprocess.audio import log_mel_clips
 from preprocess.clips import clip_spans
 from preprocess.decode import NoAudioStream, decode_audio_on_video_clock, decode_video_frames, probe
@@ -27,14 +28,19 @@ SILENCE_RMS = 1e-3  # -60 dBFS per 10 ms frame
 
 
 def _path(row: dict, column: str) -> tuple[Path, str]:
+    """A local file for a row's media (PyAV seeks in it): the file itself, or, for a source on an
+    object store, a worker-local copy fetched once for all the samples and modalities that use it."""
     rel = row[column]
     try:
-        path = resolve_inside(Path(row["root"]), rel)
+        location = resolve_inside(row["root"], rel)
     except ValueError as exc:
         raise SampleError("read", exc, rel) from exc
-    if not path.is_file():
+    if not location.is_file():
         raise SampleError("read", FileNotFoundError(f"{rel} does not exist"), rel)
-    return path, rel
+    try:
+        return local_copy(location), rel
+    except OSError as exc:
+        raise SampleError("read", exc, rel) from exc
 
 
 def sample_window(row: dict, duration_s: float) -> tuple[float, float]:

@@ -8,26 +8,39 @@ import polars as pl
 
 from storage import format as fmt
 from storage.catalog import load_catalog, write_catalog
+from storage.location import Location, as_location, list_files, polars_storage_options
 from storage.embeddings import scan_embeddings
 from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA
 from storage.shard import ShardReader, ShardSummary, ShardWriter, committed_shard_ids
 
 
-def _scan_dir(directory: Path, schema: dict) -> pl.LazyFrame:
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+def scan_files(files: list, schema: dict | None = None) -> pl.LazyFrame:
+    """One LazyFrame over Parquet files of one root: local paths, or URLs Polars scans natively with
+    the same storage options bindset's own client uses (no bytes pass through Python)."""
     if not files:
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files, schema=schema)
+        return pl.LazyFrame(schema=schema or {})
+    options = polars_storage_options(files[0])
+    sources = [str(f) for f in files]
+    if schema is None:
+        return pl.scan_parquet(sources, storage_options=options)
+    return pl.scan_parquet(sources, schema=schema, storage_options=options)
 
 
-def scan_index(dataset: str | Path) -> pl.LazyFrame:
-    """All committed samples of a dataset as one typed LazyFrame (one row per stored sample)."""
-    return _scan_dir(Path(dataset) / fmt.INDEX_DIR, INDEX_SCHEMA)
+def _scan_dir(directory: Location, schema: dict) -> pl.LazyFrame:
+    # The index lists the files first: a shard's index object is its commit marker, so a listing
+    # never includes a shard whose data is still uploading.
+    return scan_files(list_files(directory, ".parquet"), schema)
 
 
-def scan_rejects(dataset: str | Path) -> pl.LazyFrame:
+def scan_index(dataset: str | Path | Location) -> pl.LazyFrame:
+    """All committed samples of a dataset as one typed LazyFrame (one row per stored sample).
+    ``dataset`` is a local path or a URL (``s3://bucket/ds``)."""
+    return _scan_dir(as_location(dataset) / fmt.INDEX_DIR, INDEX_SCHEMA)
+
+
+def scan_rejects(dataset: str | Path | Location) -> pl.LazyFrame:
     """Every rejected input: manifest-stage (unpaired, missing, outside root) and build-stage."""
-    return _scan_dir(Path(dataset) / fmt.REJECTS_DIR, REJECT_SCHEMA)
+    return _scan_dir(as_location(dataset) / fmt.REJECTS_DIR, REJECT_SCHEMA)
 
 
 def __getattr__(name: str):
@@ -39,7 +52,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'storage' has no attribute {name!r}")
 
 
-def open_dataset(dataset: str | Path):
+def open_dataset(dataset: str | Path | Location):
     """A reader returning model-ready arrays for stored samples."""
     from storage.reader import DatasetReader
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import format as fmt
-from storage.atomic import write_bytes_atomic
+from storage.location import Location, as_location, list_files, sha256_of, write_bytes_atomic
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -18,15 +18,17 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def catalog_path(root: Path) -> Path:
-    return Path(root) / fmt.CATALOG_FILE
+def catalog_path(root: str | Path | Location) -> Location:
+    return as_location(root) / fmt.CATALOG_FILE
 
 
-def load_catalog(root: Path) -> dict[str, Any] | None:
+def load_catalog(root: str | Path | Location) -> dict[str, Any] | None:
     path = catalog_path(root)
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    catalog = json.loads(path.read_text())
+    catalog = json.loads(text)
     version = catalog.get("format_version")
     if version != fmt.FORMAT_VERSION:
         raise ValueError(
@@ -48,7 +50,7 @@ def new_catalog(config: dict[str, Any], sources: list[dict[str, Any]], manifest_
     }
 
 
-def write_catalog(root: Path, catalog: dict[str, Any]) -> None:
+def write_catalog(root: str | Path | Location, catalog: dict[str, Any]) -> None:
     data = json.dumps(catalog, indent=2, sort_keys=True).encode() + b"\n"
     write_bytes_atomic(catalog_path(root), data)
 
@@ -66,16 +68,15 @@ def shard_entry(summary: Any) -> dict[str, Any]:
     }
 
 
-def content_hash(root: Path) -> str:
+def content_hash(root: str | Path | Location) -> str:
     """Hash of a dataset's committed content (shard and index bytes, by shard name). Two builds of
-    the same config and inputs agree on it however they were scheduled, interrupted or resumed."""
-    from storage.atomic import sha256_file
-
+    the same config and inputs agree on it however they were scheduled, interrupted or resumed, and
+    whether they live on a local disk or an object store (the bytes are read back, not trusted)."""
     digest = hashlib.sha256()
-    root = Path(root)
-    for index_file in sorted((root / fmt.INDEX_DIR).glob("*.parquet")):
+    root = as_location(root)
+    for index_file in list_files(root / fmt.INDEX_DIR, ".parquet"):
         name = index_file.stem
         digest.update(name.encode())
-        digest.update(sha256_file(index_file).encode())
-        digest.update(sha256_file(root / fmt.SHARDS_DIR / f"{name}.h5").encode())
+        digest.update(sha256_of(index_file).encode())
+        digest.update(sha256_of(root / fmt.SHARDS_DIR / f"{name}.h5").encode())
     return digest.hexdigest()

@@ -5,6 +5,7 @@ store file is missing."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -14,19 +15,19 @@ import numpy as np
 import polars as pl
 
 from storage import format as fmt
-from storage.atomic import publish, write_bytes_atomic
+from storage.location import Location, as_location, is_remote, list_files, publish_file, write_bytes_atomic
 from storage.shard import committed_shard_ids
 
 _ENCODER_ID = re.compile(r"^[A-Za-z0-9._+=-]+$")
 
 
-def embedding_dir(root: str | Path, encoder_id: str) -> Path:
+def embedding_dir(root: str | Path | Location, encoder_id: str) -> Location:
     if not _ENCODER_ID.match(encoder_id) or encoder_id in (".", ".."):
         raise ValueError(f"encoder id {encoder_id!r} is not a safe directory name")
-    return Path(root) / fmt.EMBEDDINGS_DIR / encoder_id
+    return as_location(root) / fmt.EMBEDDINGS_DIR / encoder_id
 
 
-def embedding_path(root: str | Path, encoder_id: str, shard_id: int) -> Path:
+def embedding_path(root: str | Path | Location, encoder_id: str, shard_id: int) -> Location:
     return embedding_dir(root, encoder_id) / f"{fmt.shard_name(shard_id)}.parquet"
 
 
@@ -36,9 +37,12 @@ def write_encoder_info(root: str | Path, encoder_id: str, info: dict[str, Any]) 
         write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True).encode() + b"\n")
 
 
-def read_encoder_info(root: str | Path, encoder_id: str) -> dict[str, Any] | None:
+def read_encoder_info(root: str | Path | Location, encoder_id: str) -> dict[str, Any] | None:
     path = embedding_dir(root, encoder_id) / "encoder.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def embeddings_frame(sample_ids: list[str], vectors: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -59,20 +63,24 @@ def embeddings_frame(sample_ids: list[str], vectors: dict[str, np.ndarray]) -> p
 
 def commit_embeddings(root: str | Path, encoder_id: str, shard_id: int, sample_ids: list[str],
                       vectors: dict[str, np.ndarray]) -> Path:
-    """Write one shard's vectors; visible only once complete."""
+    """Write one shard's vectors; visible only once complete (rename on disk, one PUT on a store)."""
     final = embedding_path(root, encoder_id, shard_id)
+    frame = embeddings_frame(sample_ids, vectors)
+    if is_remote(final):
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        write_bytes_atomic(final, buffer.getvalue())
+        return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp")
-    embeddings_frame(sample_ids, vectors).write_parquet(tmp)
-    publish(tmp, final)
+    frame.write_parquet(tmp)
+    publish_file(tmp, final)
     return final
 
 
-def embedded_shard_ids(root: str | Path, encoder_id: str) -> list[int]:
-    directory = embedding_dir(root, encoder_id)
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.stem) for p in directory.glob("*.parquet") if p.stem.isdigit())
+def embedded_shard_ids(root: str | Path | Location, encoder_id: str) -> list[int]:
+    files = list_files(embedding_dir(root, encoder_id), ".parquet")
+    return sorted(int(p.stem) for p in files if p.stem.isdigit())
 
 
 def missing_shard_ids(root: str | Path, encoder_id: str) -> list[int]:
@@ -81,18 +89,23 @@ def missing_shard_ids(root: str | Path, encoder_id: str) -> list[int]:
     return [s for s in committed_shard_ids(root) if s not in done]
 
 
-def list_encoder_ids(root: str | Path) -> list[str]:
-    directory = Path(root) / fmt.EMBEDDINGS_DIR
+def list_encoder_ids(root: str | Path | Location) -> list[str]:
+    directory = as_location(root) / fmt.EMBEDDINGS_DIR
+    if is_remote(directory):
+        return sorted(p.name for p in directory.iterdir() if p.is_dir())
     return sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
 
 
-def scan_embeddings(root: str | Path, encoder_id: str) -> pl.LazyFrame:
-    """All committed vectors of one encoder as a LazyFrame (sample_id + one Array column per modality)."""
-    files = sorted(embedding_dir(root, encoder_id).glob("*.parquet"))
+def scan_embeddings(root: str | Path | Location, encoder_id: str) -> pl.LazyFrame:
+    """All committed vectors of one encoder as a LazyFrame (sample_id + one Array column per modality);
+    ``root`` may be a URL (Polars scans it natively)."""
+    from storage import scan_files
+
+    files = list_files(embedding_dir(root, encoder_id), ".parquet")
     if not files:
         info = read_encoder_info(root, encoder_id) or {}
         schema = {"sample_id": pl.Utf8}
         for modality in info.get("modalities", []):
             schema[modality] = pl.Array(pl.Float32, int(info["dim"]))
         return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files)
+    return scan_files(files)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.location import Location, as_location
+
 FORMAT_VERSION = 1
 
 CATALOG_FILE = "dataset.json"
@@ -36,14 +38,16 @@ def shard_name(shard_id: int) -> str:
     return f"{shard_id:05d}"
 
 
-def shard_path(root: Path, shard_id: int) -> Path:
-    return Path(root) / SHARDS_DIR / f"{shard_name(shard_id)}.h5"
+# Every path below takes a local path, a URL string or an ObjectPath and returns the same kind.
+
+def shard_path(root: str | Path | Location, shard_id: int) -> Location:
+    return as_location(root) / SHARDS_DIR / f"{shard_name(shard_id)}.h5"
 
 
-def index_path(root: Path, shard_id: int) -> Path:
-    return Path(root) / INDEX_DIR / f"{shard_name(shard_id)}.parquet"
+def index_path(root: str | Path | Location, shard_id: int) -> Location:
+    return as_location(root) / INDEX_DIR / f"{shard_name(shard_id)}.parquet"
 
 
-def rejects_path(root: Path, name: int | str) -> Path:
+def rejects_path(root: str | Path | Location, name: int | str) -> Location:
     stem = shard_name(name) if isinstance(name, int) else name
-    return Path(root) / REJECTS_DIR / f"{stem}.parquet"
+    return as_location(root) / REJECTS_DIR / f"{stem}.parquet"

@@ -260,12 +260,19 @@ class ObjectPath:
         except Exception as exc:  # noqa: BLE001 - store errors become one readable line
             raise store_error(self, exc) from exc
 
+    # ``_size``: None = not known yet, -1 = known to be a prefix with objects below (a "directory",
+    # from a listing), >= 0 = a known object of that size. Listings fill it in, so a scan over a
+    # listed tree costs no extra request per file.
     def is_file(self) -> bool:
-        return self._size is not None or self.head() is not None
+        if self._size is not None:
+            return self._size >= 0
+        return self.head() is not None
 
     def is_dir(self) -> bool:
         import obstore
 
+        if self._size is not None:
+            return self._size == -1
         try:
             listing = obstore.list_with_delimiter(self.store, prefix=self._prefix())
         except Exception as exc:  # noqa: BLE001
@@ -303,24 +310,31 @@ class ObjectPath:
         except Exception as exc:  # noqa: BLE001
             raise store_error(self, exc) from exc
         for prefix in listing["common_prefixes"]:
-            yield self._child(prefix.rstrip("/"))
+            yield self._child(prefix.rstrip("/"), size=-1)
         for meta in listing["objects"]:
             yield self._child(meta["path"], size=int(meta["size"]))
 
     def glob(self, pattern: str) -> Iterator["ObjectPath"]:
-        """Objects matching ``pattern`` relative to this prefix (``*`` stays within one level, a
-        leading ``**/`` matches at any depth). Directories are not yielded: only objects exist."""
+        """Objects and implied directories matching ``pattern`` relative to this prefix (``*`` stays
+        within one level, a leading ``**/`` matches at any depth), from one recursive listing."""
         recursive = pattern.startswith("**/")
         tail = pattern[3:] if recursive else pattern
         depth = tail.count("/") + 1
+        entries: dict[str, int] = {}
         for obj in self.iter_objects():
             rel = obj.key[len(self.key):].lstrip("/") if self.key else obj.key
             parts = rel.split("/")
+            entries[rel] = obj._size if obj._size is not None else 0
+            for i in range(1, len(parts)):
+                entries.setdefault("/".join(parts[:i]), -1)
+        for rel in sorted(entries):
+            parts = rel.split("/")
             if recursive:
-                if len(parts) >= depth and fnmatch.fnmatchcase("/".join(parts[-depth:]), tail):
-                    yield obj
-            elif len(parts) == depth and fnmatch.fnmatchcase(rel, tail):
-                yield obj
+                matched = len(parts) >= depth and fnmatch.fnmatchcase("/".join(parts[-depth:]), tail)
+            else:
+                matched = len(parts) == depth and fnmatch.fnmatchcase(rel, tail)
+            if matched:
+                yield self._child(f"{self.key}/{rel}" if self.key else rel, size=entries[rel])
 
     def rglob(self, pattern: str) -> Iterator["ObjectPath"]:
         return self.glob("**/" + pattern)
@@ -580,7 +594,47 @@ def list_files(directory: "Location", suffix: str) -> list["Location"]:
     return sorted(directory.glob(f"*{suffix}")) if directory.is_dir() else []
 
 
-_LOCAL_INPUTS = threading.local()
+class _LocalCopies:
+    """Worker-private local copies of the last few remote inputs (media libraries need a seekable
+    local file). The build reads one video's samples consecutively (the manifest is sorted by media
+    file), so a handful of copies means each object is downloaded once per shard, however many
+    samples (narrations) or modalities (video and audio of one mp4) use it."""
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._dir: Path | None = None
+        self._copies: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def get(self, location: "ObjectPath") -> Path:
+        with self._lock:
+            hit = self._copies.pop(location.url, None)
+            if hit is not None and hit.exists():
+                self._copies[location.url] = hit  # most recent last
+                return hit
+            if self._dir is None or not self._dir.is_dir():
+                self._dir = Path(tempfile.mkdtemp(prefix="bindset-inputs-"))
+            while len(self._copies) >= self.keep:
+                oldest = next(iter(self._copies))
+                self._copies.pop(oldest).unlink(missing_ok=True)
+            digest = hashlib.sha1(location.url.encode()).hexdigest()[:16]
+            path = self._dir / f"{digest}-{location.name or 'object'}"
+            tmp = path.with_name(path.name + ".part")
+            location.download(tmp)
+            os.replace(tmp, path)
+            self._copies[location.url] = path
+            return path
+
+
+_LOCAL_COPIES = _LocalCopies()
+
+
+def local_copy(location: "Location") -> Path:
+    """A local path with ``location``'s bytes: the path itself when local, else a cached download
+    (valid until a few other inputs have been fetched; use ``local_file`` to own a copy)."""
+    if not isinstance(location, ObjectPath):
+        return Path(location)
+    return _LOCAL_COPIES.get(location)
 
 
 @contextmanager

@@ -1,15 +1,22 @@
 """Shard writer and reader: HDF5 tensors + Parquet index + Parquet rejects.
 
 The writer follows an explicit lifecycle (``open`` -> ``write``/``reject`` -> ``commit`` or ``abort``),
-like Ray Data's Datasink. Everything is written under ``_tmp/`` first; ``commit`` publishes the HDF5
-file, then the rejects, and renames the index last: a shard is committed exactly when its index file
-exists, so a crash at any point leaves either nothing visible or a complete shard.
+like Ray Data's Datasink. Everything is written to a staging directory first (``_tmp/`` inside a local
+dataset, a worker-private temp directory for a dataset on an object store); ``commit`` publishes the
+HDF5 file, then the rejects, and the index last: a shard is committed exactly when its index exists.
+On disk publishing is fsync + atomic rename; on an object store it is one upload per object, each
+atomic (a multipart upload stays invisible until complete). A crash at any point leaves either no
+index, so nothing a reader or a resume counts as data (at most a complete but uncommitted shard
+object the rerun overwrites with the same bytes), or a complete shard. The index carries the shard
+file's size and sha256 in its Parquet metadata, so a reader or a resuming driver can check a shard
+without downloading it first.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from storage import format as fmt
-from storage.atomic import publish, sha256_file
+from storage.atomic import sha256_file
+from storage.location import Location, as_location, is_remote, publish_file
 from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
 
 
@@ -65,10 +73,10 @@ class ShardWriter:
     ``modalities`` column says what each row really holds.
     """
 
-    def __init__(self, root: Path, shard_id: int, capacity: int):
+    def __init__(self, root: str | Path | Location, shard_id: int, capacity: int):
         if capacity <= 0:
             raise ValueError(f"shard capacity must be positive, got {capacity}")
-        self.root = Path(root)
+        self.root = as_location(root)
         self.shard_id = shard_id
         self.capacity = capacity
         self._tmp_dir: Path | None = None
@@ -79,8 +87,12 @@ class ShardWriter:
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> "ShardWriter":
         name = fmt.shard_name(self.shard_id)
-        self._tmp_dir = self.root / fmt.TMP_DIR / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._tmp_dir.mkdir(parents=True)
+        if is_remote(self.root):
+            # Object stores have no rename: stage on the worker's disk, upload at commit.
+            self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"bindset-shard-{name}-"))
+        else:
+            self._tmp_dir = self.root / fmt.TMP_DIR / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self._tmp_dir.mkdir(parents=True)
         # track_order off and no timestamps: same inputs must give byte-identical files.
         self._h5 = h5py.File(self._tmp_dir / f"{name}.h5", "w", libver="v110", track_order=False)
         self._h5.attrs["format_version"] = fmt.FORMAT_VERSION
@@ -144,25 +156,25 @@ class ShardWriter:
         h5_tmp = tmp / f"{name}.h5"
         if n < self.capacity:
             h5_tmp = _trim_h5(h5_tmp, n)
+        shard_sha256, shard_bytes = sha256_file(h5_tmp), h5_tmp.stat().st_size
         index_tmp = tmp / f"{name}.index.parquet"
-        index_frame(self._rows).write_parquet(index_tmp, statistics=True)
+        index_frame(self._rows).write_parquet(index_tmp, statistics=True,
+                                              metadata=shard_file_metadata(shard_sha256, shard_bytes))
         rejects_tmp = tmp / f"{name}.rejects.parquet"
         reject_frame(self._rejects).write_parquet(rejects_tmp)
 
-        shard_final = fmt.shard_path(self.root, self.shard_id)
-        index_final = fmt.index_path(self.root, self.shard_id)
         summary = ShardSummary(
             shard_id=self.shard_id,
             stored=n,
             rejected=len(self._rejects),
             reject_reasons=_count_reasons(self._rejects),
-            shard_sha256=sha256_file(h5_tmp),
+            shard_sha256=shard_sha256,
             index_sha256=sha256_file(index_tmp),
-            bytes_written=h5_tmp.stat().st_size,
+            bytes_written=shard_bytes,
         )
-        publish(h5_tmp, shard_final)
-        publish(rejects_tmp, fmt.rejects_path(self.root, self.shard_id))
-        publish(index_tmp, index_final)  # the commit point
+        publish_file(h5_tmp, fmt.shard_path(self.root, self.shard_id))
+        publish_file(rejects_tmp, fmt.rejects_path(self.root, self.shard_id))
+        publish_file(index_tmp, fmt.index_path(self.root, self.shard_id))  # the commit point
         shutil.rmtree(tmp, ignore_errors=True)
         self._tmp_dir = None
         return summary
@@ -181,6 +193,35 @@ class ShardWriter:
         if self._h5 is None:
             raise RuntimeError("ShardWriter is not open (call open() or use it as a context manager)")
         return self._h5
+
+
+SHARD_SHA256_KEY = "bindset.shard_sha256"
+SHARD_BYTES_KEY = "bindset.shard_bytes"
+
+
+def shard_file_metadata(sha256: str, size: int) -> dict[str, str]:
+    """Parquet key-value metadata of an index file: what its shard file must hash to."""
+    return {SHARD_SHA256_KEY: sha256, SHARD_BYTES_KEY: str(size)}
+
+
+def read_shard_file_metadata(index_file: str | Path | Location) -> tuple[str, int] | None:
+    """(sha256, bytes) of the shard an index file commits, from its footer alone (one ranged read
+    on an object store); None for indexes written before this metadata existed."""
+    import pyarrow.parquet as pq
+
+    location = as_location(index_file)
+    if is_remote(location):
+        import io
+
+        source = io.BytesIO(location.read_bytes())
+    else:
+        source = location
+    meta = pq.read_metadata(source).metadata or {}
+    sha = meta.get(SHARD_SHA256_KEY.encode())
+    size = meta.get(SHARD_BYTES_KEY.encode())
+    if sha is None or size is None:
+        return None
+    return sha.decode(), int(size)
 
 
 def _dataset_keys(h5: h5py.File) -> list[str]:

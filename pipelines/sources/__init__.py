@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.location import as_location
+
 from pipelines.sources.base import (
     MANIFEST_SCHEMA,
     MODALITY_URI,
@@ -33,7 +35,7 @@ def create_source(layout: str, root: str | Path, **options) -> Source:
     except KeyError:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}") from None
     if cls is GenericSource:
-        path = Path(root)
+        path = as_location(root)
         if path.is_dir():
             tables = sorted(p for ext in ("parquet", "csv", "jsonl") for p in path.glob(f"*.{ext}"))
             if len(tables) != 1:

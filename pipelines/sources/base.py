@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from storage.location import Location, as_location, is_remote, is_url
+
 MODALITY_URI = {
     "image": "uri_image",
     "depth": "uri_depth",
@@ -49,12 +51,16 @@ class PathOutsideRoot(ValueError):
     """A manifest path resolves outside its source's declared root (``..``, absolute, symlink)."""
 
 
-def resolve_inside(root: Path, relative: str | Path) -> Path:
-    """Resolve ``root/relative`` and refuse anything that lands outside ``root``."""
-    root = Path(root).resolve()
+def resolve_inside(root: str | Path | Location, relative: str | Path) -> Location:
+    """Resolve ``root/relative`` and refuse anything that lands outside ``root`` (``..``, an absolute
+    path, a symlink out of a local root, a URL where a relative key belongs)."""
+    root = as_location(root).resolve()
+    text = str(relative)
+    if is_url(text) or text.startswith("/") and is_remote(root):
+        raise PathOutsideRoot(f"path {text!r} is not relative to the declared root {root}")
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root):
-        raise PathOutsideRoot(f"path {str(relative)!r} resolves to {candidate}, outside the declared root {root}")
+        raise PathOutsideRoot(f"path {text!r} resolves to {candidate}, outside the declared root {root}")
     return candidate
 
 
@@ -87,10 +93,12 @@ class Source(ABC):
 
     layout: ClassVar[str]
 
-    def __init__(self, root: str | Path, name: str | None = None, split: str | None = None):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | Path | Location, name: str | None = None, split: str | None = None):
+        # A local folder or a URL prefix: workers read the files straight from there.
+        self.root = as_location(root).resolve()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.layout} source root {self.root} is not a directory")
+            kind = "prefix holds no objects" if is_remote(self.root) else "is not a directory"
+            raise FileNotFoundError(f"{self.layout} source root {self.root} {kind}")
         self.name = name or f"{self.layout}:{self.root.name}"
         self.default_split = split
 
@@ -102,7 +110,7 @@ class Source(ABC):
         return {"name": self.name, "layout": self.layout, "root": str(self.root)}
 
     # helpers for subclasses ---------------------------------------------------------------------
-    def rel(self, path: Path) -> str:
+    def rel(self, path: Location) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 
     def row(self, uris: dict[str, str], split: str, t0: float | None = None, t1: float | None = None,
@@ -126,7 +134,7 @@ class Source(ABC):
         return row
 
 
-def check_inside(source: Source, relative: str, result: ScanResult) -> Path | None:
+def check_inside(source: Source, relative: str, result: ScanResult) -> Location | None:
     """Resolve a path from a table; record a problem (and return None) if it escapes or is missing."""
     try:
         path = resolve_inside(source.root, relative)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 
 import polars as pl
@@ -80,7 +82,7 @@ class SunRgbdSource(Source):
         path = self.root / self.split_file
         if not path.is_file():
             return {}
-        table = pl.read_csv(path)
+        table = pl.read_csv(io.BytesIO(path.read_bytes()))  # local or remote: a small file
         if "split" not in table.columns:
             raise ValueError(f"{path} needs a 'split' column, has {table.columns}")
         scene_col = next(c for c in table.columns if c != "split")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import polars as pl
+
+from storage.location import Location, as_location, is_remote
 
 from pipelines.sources.base import MODALITY_URI, Problem, ScanResult, Source, check_inside
 
@@ -12,14 +15,15 @@ _META_COLUMNS = {"split", "caption", "label", "sensor", "fx", "baseline_m", "dep
                  "t0", "t1", "anchor_s"}
 
 
-def read_table(path: Path) -> pl.DataFrame:
+def read_table(path: Location) -> pl.DataFrame:
     suffix = path.suffix.lower()
+    source = io.BytesIO(path.read_bytes()) if is_remote(path) else path
     if suffix == ".parquet":
-        return pl.read_parquet(path)
+        return pl.read_parquet(source)
     if suffix == ".csv":
-        return pl.read_csv(path, infer_schema_length=10000)
+        return pl.read_csv(source, infer_schema_length=10000)
     if suffix in (".jsonl", ".ndjson"):
-        return pl.read_ndjson(path)
+        return pl.read_ndjson(source)
     raise ValueError(f"{path}: unsupported table format {suffix!r} (use .parquet, .csv or .jsonl)")
 
 
@@ -63,7 +67,7 @@ class GenericSource(Source):
     layout = "generic"
 
     def __init__(self, table: str | Path, root: str | Path | None = None, name=None, split=None):
-        self.table_path = Path(table).resolve()
+        self.table_path = as_location(table).resolve()
         if not self.table_path.is_file():
             raise FileNotFoundError(f"generic source table {self.table_path} does not exist")
         super().__init__(root or self.table_path.parent, name or f"generic:{self.table_path.stem}", split)

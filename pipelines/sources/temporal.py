@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from pipelines.sources.base import Problem, ScanResult, Source
+from storage.location import Location
 
 
-def read_audioset_labels(path: Path) -> list[dict]:
+def read_audioset_labels(path: Location) -> list[dict]:
     """AudioSet segment CSV: ``#`` comment lines, then ``YTID, start, end, "labels"``."""
     rows = []
-    with open(path, newline="") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    text = path.read_text()
+    lines = [ln for ln in text.splitlines(keepends=True) if ln.strip() and not ln.lstrip().startswith("#")]
     for i, rec in enumerate(csv.reader(lines, skipinitialspace=True)):
         if len(rec) < 4:
             raise ValueError(f"{path}: data row {i + 1} has {len(rec)} fields, expected YTID,start,end,labels")
