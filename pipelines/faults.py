@@ -2,7 +2,8 @@
 
 ``BINDSET_FAULTS="shard:1=transient,shard:3=permanent"`` makes shard 1 fail once (a marker file in
 ``BINDSET_FAULTS_DIR`` remembers it failed, so a retry, in any process, succeeds) and shard 3 fail
-every time. Environment-driven so it crosses process boundaries (Ray workers, Prefect runs).
+every time. ``shard:*=slow`` delays every shard by ``BINDSET_FAULTS_DELAY_S`` seconds (default 1), so
+a drill can kill a build while it is surely mid-way. Environment-driven so it crosses process boundaries (Ray workers, Prefect runs).
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ def _faults() -> dict[str, str]:
 
 
 def check(point: str, key: object) -> None:
-    kind = _faults().get(f"{point}:{key}")
+    faults = _faults()
+    kind = faults.get(f"{point}:{key}") or faults.get(f"{point}:*")
     if kind is None:
+        return
+    if kind == "slow":
+        import time
+
+        time.sleep(float(os.environ.get("BINDSET_FAULTS_DELAY_S", "1")))
         return
     if kind == "transient":
         marker = Path(os.environ.get("BINDSET_FAULTS_DIR", ".")) / f"fault-{point}-{key}"
