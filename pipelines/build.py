@@ -6,6 +6,7 @@ Prefect tasks only decide where it runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import time
@@ -20,11 +21,11 @@ from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import ShardSpec, plan_shards
-from pipelines.samples import SampleError, process_sample
+from pipelines.samples import InputPrefetch, SampleError, process_sample
 from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
-from storage.location import Location, as_location, is_remote, list_files, remove_tree, sha256_of, write_bytes_atomic
+from storage.location import Location, as_location, is_remote, is_url, list_files, remove_tree, sha256_of, write_bytes_atomic
 from storage.locks import DatasetLock
 from storage.schema import reject_frame
 from storage.shard import ShardSummary, ShardWriter, read_shard_file_metadata
@@ -45,27 +46,37 @@ def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfi
     started = time.perf_counter()
     faults.check("shard", spec.shard_id)
     writer = ShardWriter(as_location(root), spec.shard_id, capacity=max(len(spec), 1)).open()
+    remote_inputs = any(is_url(row.get("root")) for row in spec.rows)
+    prefetch = InputPrefetch(spec.rows) if remote_inputs else contextlib.nullcontext()
     try:
-        for row in spec.rows:
-            try:
-                sample = process_sample(row, config)
-            except SampleError as err:
-                writer.reject(row["sample_id"], err.stage, err.cause, err.input_path)
-            else:
-                failed = config.filters.failures(sample.fields)
-                if failed:
-                    first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
-                    writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
-                else:
-                    writer.write(sample.arrays,
-                                 {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
-            if on_sample is not None:
-                on_sample()
+        with prefetch:
+            _build_rows(writer, spec, config, prefetch if remote_inputs else None, on_sample)
         summary = writer.commit()
     except BaseException:
         writer.abort()
         raise
     return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started})
+
+
+def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefetch: InputPrefetch | None,
+                on_sample: Callable[[], None] | None) -> None:
+    for position, row in enumerate(spec.rows):
+        if prefetch is not None:
+            prefetch.advance(position)
+        try:
+            sample = process_sample(row, config)
+        except SampleError as err:
+            writer.reject(row["sample_id"], err.stage, err.cause, err.input_path)
+        else:
+            failed = config.filters.failures(sample.fields)
+            if failed:
+                first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
+                writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
+            else:
+                writer.write(sample.arrays,
+                             {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
+        if on_sample is not None:
+            on_sample()
 
 
 _COPIED = ("sample_id", "source", "layout", "split", "uri_image", "uri_depth", "uri_thermal", "uri_video",
