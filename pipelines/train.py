@@ -364,8 +364,9 @@ def load_pairs(dataset: str | Path, modality: str, target_encoder_id: str, colum
 
 class ModalityInputs(torch.utils.data.Dataset):
     """Model-ready arrays of one modality for given (shard, row) positions, read straight from the
-    shards' HDF5 (only that modality's datasets: never the 18 MB videos next to them) and normalized
-    by `DatasetReader.model_ready` with the dataset's own config. Optionally cached in RAM."""
+    shards' HDF5 through `ShardReader` (only that modality's datasets: never the 18 MB videos next to
+    them; a remote dataset's shards through the verified local shard cache) and normalized by
+    `DatasetReader.model_ready` with the dataset's own config. Optionally cached in RAM."""
 
     def __init__(self, dataset: str | Path, modality: str, shards: Sequence[int], rows: Sequence[int],
                  cache: bool | None = None, cache_limit_mb: int = 2048) -> None:
@@ -373,13 +374,15 @@ class ModalityInputs(torch.utils.data.Dataset):
 
         if modality not in _STORED_KEYS:
             raise ValueError(f"no stored layout known for modality {modality!r}")
-        self.root = Path(dataset)
+        from storage.location import as_location
+
+        self.root = as_location(dataset)
         self.modality = modality
         self.keys = _STORED_KEYS[modality]
         self.shards = [int(s) for s in shards]
         self.rows = [int(r) for r in rows]
         self._reader = DatasetReader(self.root)  # config + model_ready only
-        self._h5: dict[int, Any] = {}
+        self._files: Any = None  # ShardReaderPool, opened on first read
         self._cache: dict[int, np.ndarray] | None = None
         if len(self) and cache is not False:
             first = self._read(0)
@@ -390,18 +393,13 @@ class ModalityInputs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _file(self, shard: int):
-        import h5py
-
-        from storage import format as fmt
-
-        if shard not in self._h5:
-            self._h5[shard] = h5py.File(fmt.shard_path(self.root, shard), "r")
-        return self._h5[shard]
-
     def _read(self, i: int) -> np.ndarray:
-        h5 = self._file(self.shards[i])
-        stored = {k: h5[k][self.rows[i]] for k in self.keys}
+        if self._files is None:
+            from storage.shard import ShardReaderPool
+
+            # Random access over every shard: keep many open (a remote one stays pinned in the cache).
+            self._files = ShardReaderPool(self.root, max_open=64, catalog=self._reader.catalog)
+        stored = self._files.get(self.shards[i]).read_keys(self.rows[i], self.keys)
         return self._reader.model_ready(stored)[self.modality]
 
     def __getitem__(self, i: int) -> np.ndarray:
@@ -415,9 +413,9 @@ class ModalityInputs(torch.utils.data.Dataset):
         return torch.from_numpy(np.stack([self[int(i)] for i in indices]))
 
     def close(self) -> None:
-        for h5 in self._h5.values():
-            h5.close()
-        self._h5.clear()
+        if self._files is not None:
+            self._files.close()
+            self._files = None
 
     def __enter__(self) -> "ModalityInputs":
         return self

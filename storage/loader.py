@@ -2,7 +2,15 @@
 
 ``ShardDataset`` is an ``IterableDataset``: each DataLoader worker of each rank reads its own part
 of the dataset, straight from HDF5 (opened lazily inside the worker: h5py handles never cross a
-fork) and Parquet. No pickle on the read path.
+fork) and Parquet. No pickle on the read path. Every shard is read through ``ShardReader``.
+
+Local or remote: ``root`` is a local path or a URL (``s3://bucket/ds``). A local dataset's shards
+are opened in place. A remote dataset's shards are fetched whole (one GET each) into a bounded local
+cache shared by all workers (``cache_dir``, ``cache_limit_bytes``; see ``storage.cache``), verified
+against the catalog's sha256, pinned while a worker reads them and released after their last row in
+the worker's plan; while a worker reads its current shards, a background thread fetches the next
+``prefetch_shards`` of its plan. The cache must hold the shards open at once: about
+``buffer_shards`` per worker (``CacheFullError`` says so when it cannot).
 
 Every epoch reads every selected sample exactly once across all workers and ranks. The split is
 hierarchical, first over ranks (``rank``/``world_size``, or ``torch.distributed`` when it is
@@ -30,6 +38,30 @@ Augmentations (``augment=AugmentConfig(...)`` and ``train=True``) are drawn per 
 reads the sample. Normalization is ``DatasetReader.model_ready``: without augmentation the tensors
 equal the reader's exactly.
 
+Mid-epoch resume (``state_dict`` / ``load_state_dict``). The contract:
+
+- the training loop counts the batches it has *consumed* in the current epoch, ``k`` (batches the
+  DataLoader prefetched but the loop did not use are not consumed), and saves
+  ``ds.state_dict(k, loader)`` with its checkpoint: plain ints and strings (``epoch``, ``seed``,
+  ``batches_consumed``, the DataLoader's ``batch_size``/``num_workers``/``drop_last``,
+  ``world_size`` and a fingerprint of the sample table), JSON-able. DDP ranks step in lockstep, so
+  ``k`` is the same on every rank and one state (rank 0's) serves them all;
+- to resume, build the dataset and DataLoader the same way (seed, world size, batch size,
+  ``num_workers``, ``drop_last``; refused otherwise), call ``ds.load_state_dict(state)`` (it sets the
+  epoch) and iterate: the loader yields exactly the batches the interrupted epoch had not delivered,
+  the same samples in the same batches in the same order. ``set_epoch`` to another epoch ends the
+  resume: later epochs are whole.
+
+Why it is exact with DataLoader workers: with an ``IterableDataset`` and ``in_order=True`` (the
+default) a DataLoader hands out batch requests to its workers in a fixed cycle 0..W-1, skipping
+workers that ran out, and returns results in request order. So the loop's k-th batch is batch j of
+worker w for the k-th pair (j, w) in (j, w) order with j < batches(w), and the batch count of every
+worker follows from its plan length, the batch size and ``drop_last``. From ``k`` each worker's
+consumed count is derived (a multiple of the batch size, so batches keep their composition); on
+resume each worker skips that prefix of its deterministic plan, and workers are rotated so that
+DataLoader worker 0 serves the worker whose batch was next, which continues the cycle exactly where
+it stopped. Augmentations depend on (seed, epoch, sample_id) only, so the tensors are the same too.
+
 Frozen embeddings (``embeddings="<encoder-id>"``): ``embeddings/<encoder-id>/<shard>.parquet``
 (``sample_id`` + one ``Array(Float32, D)`` or ``List(Float32)`` column per modality) is joined by
 ``sample_id`` and yielded as ``"<column>_embedding"``. Samples without a (non-null) vector in every
@@ -39,20 +71,21 @@ and reported with a warning when the dataset is created.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import h5py
 import numpy as np
 import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from storage import format as fmt
 from storage import scan_index
+from storage.location import Location, as_location, is_remote, list_files, polars_storage_options
 from storage.reader import DatasetReader
+from storage.shard import ShardReader, ShardReaderPool
 
 if TYPE_CHECKING:
     from preprocess.augment import AugmentConfig
@@ -87,34 +120,6 @@ def _balanced(shards: np.ndarray, counts: dict[int, int], parts: int) -> list[li
     return out
 
 
-class _ShardFiles:
-    """Open HDF5 shards of one worker (LRU-bounded) and the dataset keys of each, by group."""
-
-    def __init__(self, root: Path, max_open: int):
-        self.root = root
-        self.max_open = max(1, max_open)
-        self._files: OrderedDict[int, tuple[h5py.File, dict[str, list[h5py.Dataset]]]] = OrderedDict()
-
-    def groups(self, shard: int) -> dict[str, list[h5py.Dataset]]:
-        if shard in self._files:
-            self._files.move_to_end(shard)
-            return self._files[shard][1]
-        while len(self._files) >= self.max_open:
-            _, (old, _) = self._files.popitem(last=False)
-            old.close()
-        h5 = h5py.File(fmt.shard_path(self.root, shard), "r")
-        groups: dict[str, list[h5py.Dataset]] = {}
-        h5.visititems(lambda name, obj: groups.setdefault(name.split("/", 1)[0], []).append(obj)
-                      if isinstance(obj, h5py.Dataset) else None)
-        self._files[shard] = (h5, groups)
-        return groups
-
-    def close(self) -> None:
-        while self._files:
-            _, (h5, _) = self._files.popitem()
-            h5.close()
-
-
 class ShardDataset(IterableDataset):
     """Yields ``{"sample_id": str, "<modality>": Tensor, ...}`` per stored sample (see module doc).
 
@@ -122,17 +127,24 @@ class ShardDataset(IterableDataset):
     ``depth_valid``/``imu_valid``); None yields whatever each sample holds. ``split``: one split
     name or several. ``granularity``: "auto", "shard" or "row" (module doc). ``buffer_shards``:
     shards whose rows are shuffled together. ``max_open_shards``: HDF5 files a worker keeps open.
+    Remote roots only: ``cache_dir`` / ``cache_limit_bytes`` (the shard cache, ``storage.cache``;
+    defaults ``$BINDSET_CACHE_DIR`` / 16 GiB) and ``prefetch_shards`` (shards a worker fetches ahead).
     """
 
-    def __init__(self, root: str | Path, modalities: Sequence[str] | None = None,
+    def __init__(self, root: str | Path | Location, modalities: Sequence[str] | None = None,
                  split: str | Sequence[str] | None = None, shuffle: bool = True, seed: int = 0,
                  augment: AugmentConfig | None = None, train: bool = True, embeddings: str | None = None,
                  embedding_columns: Sequence[str] | None = None, rank: int | None = None,
                  world_size: int | None = None, granularity: str = "auto", buffer_shards: int = 2,
-                 max_open_shards: int = 16):
+                 max_open_shards: int = 16, cache_dir: str | Path | None = None,
+                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2):
         super().__init__()
-        self.root = Path(root)
+        self.root = as_location(root)
         self._reader = DatasetReader(self.root)  # catalog only: normalization constants, no files open
+        self._catalog = self._reader.catalog  # shard sha256/size for the cache: workers never reread it
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.cache_limit_bytes = None if cache_limit_bytes is None else int(cache_limit_bytes)
+        self.prefetch_shards = max(0, int(prefetch_shards))
         if modalities is not None:
             modalities = tuple(modalities)
             unknown = set(modalities) - set(MODALITIES)
@@ -155,6 +167,9 @@ class ShardDataset(IterableDataset):
         # In shared memory, so that persistent DataLoader workers (which call __iter__ again each
         # epoch but keep their copy of the dataset) see set_epoch() of the main process.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        # The resume point of load_state_dict, shared for the same reason:
+        # [epoch (-1: none), batches consumed, batch size, num_workers, drop_last].
+        self._resume = torch.tensor([-1, 0, 1, 0, 0], dtype=torch.int64).share_memory_()
 
         index = scan_index(self.root).select("sample_id", "shard", "row", "split", "modalities")
         if split is not None:
@@ -169,6 +184,7 @@ class ShardDataset(IterableDataset):
 
         self.embedding_columns: tuple[str, ...] = ()
         self.embedding_files: tuple[str, ...] = ()
+        self._embedding_options: dict[str, str] | None = None  # storage options of a remote store
         self.missing_embedding_ids: list[str] = []
         if embeddings is not None:
             index = self._join_embeddings(index, embeddings, embedding_columns)
@@ -192,10 +208,11 @@ class ShardDataset(IterableDataset):
         from storage.embeddings import embedding_dir
 
         directory = embedding_dir(self.root, encoder_id)
-        files = sorted(p for p in directory.glob("*.parquet") if p.stem.isdigit()) if directory.is_dir() else []
+        files = [p for p in list_files(directory, ".parquet") if p.stem.isdigit()]
         if not files:
             raise FileNotFoundError(f"no embedding store {directory} (run the embed step for {encoder_id!r})")
-        schema = pl.scan_parquet(files[0]).collect_schema()
+        options = polars_storage_options(files[0])
+        schema = pl.scan_parquet(str(files[0]), storage_options=options).collect_schema()
         vector_columns = [c for c, t in schema.items() if c != "sample_id" and isinstance(t, (pl.Array, pl.List))]
         columns = tuple(columns) if columns is not None else tuple(vector_columns)
         bad = [c for c in columns if c not in vector_columns]
@@ -203,15 +220,20 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"embedding columns {bad or list(columns)} not in {directory} (vector columns: {vector_columns})")
         self.embedding_columns = columns
         self.embedding_files = tuple(str(p) for p in files)
-        paths = {str(p): i for i, p in enumerate(files)}
-        store = (
-            pl.scan_parquet(files, include_file_paths="_path")
-            .select(
+        self._embedding_options = dict(files[0].options) if is_remote(files[0]) else None
+        # One scan per file with its number as a literal: file ids need no path matching (Polars
+        # may spell a URL differently from the listing).
+        per_file = [
+            pl.scan_parquet(str(f), storage_options=options).select(
                 "sample_id",
-                pl.col("_path").replace_strict(paths, return_dtype=pl.Int64).alias("_emb_file"),
-                pl.int_range(pl.len(), dtype=pl.Int64).over("_path").alias("_emb_row"),
+                pl.lit(i, dtype=pl.Int64).alias("_emb_file"),
+                pl.int_range(pl.len(), dtype=pl.Int64).alias("_emb_row"),
                 pl.all_horizontal([pl.col(c).is_not_null() for c in columns]).alias("_emb_ok"),
             )
+            for i, f in enumerate(files)
+        ]
+        store = (
+            pl.concat(per_file)
             .filter(pl.col("_emb_ok"))
             .unique("sample_id", keep="first", maintain_order=True)
             .drop("_emb_ok")
@@ -244,10 +266,89 @@ class ShardDataset(IterableDataset):
         return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before iterating each epoch (before ``iter(loader)``)."""
+        """Call before iterating each epoch (before ``iter(loader)``). Another epoch than a loaded
+        resume point's ends that resume."""
         if int(epoch) < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if int(self._resume[0]) != int(epoch):
+            self._resume[0] = -1
         self._epoch.fill_(int(epoch))
+
+    # -- mid-epoch resume (module doc: the contract) ----------------------------------------------------
+    def fingerprint(self) -> str:
+        """Identifies the sample table (ids in order): a resume state fits only the same one."""
+        return hashlib.sha256(self._sample_ids.tobytes()).hexdigest()[:16]
+
+    def state_dict(self, batches_consumed: int, loader: Any = None, *, batch_size: int = 1,
+                   num_workers: int = 0, drop_last: bool = False) -> dict[str, Any]:
+        """Where the current epoch stands after the training loop consumed ``batches_consumed``
+        batches of ``loader`` (a DataLoader over this dataset; without one, ``batch_size``,
+        ``num_workers`` and ``drop_last`` describe how the samples were batched)."""
+        if loader is not None:
+            if getattr(loader, "dataset", None) is not self:
+                raise ValueError("state_dict: the loader does not iterate this dataset")
+            if not getattr(loader, "in_order", True):
+                raise ValueError("state_dict: a DataLoader with in_order=False yields batches in no fixed "
+                                 "order, so the consumed samples cannot be derived; use in_order=True")
+            batch_size = 1 if loader.batch_size is None else int(loader.batch_size)
+            num_workers, drop_last = int(loader.num_workers), bool(loader.drop_last)
+        if int(batches_consumed) < 0 or int(batch_size) < 1 or int(num_workers) < 0:
+            raise ValueError(f"state_dict: need batches_consumed >= 0, batch_size >= 1, num_workers >= 0; got "
+                             f"{batches_consumed}, {batch_size}, {num_workers}")
+        return {"version": 1, "epoch": self.epoch, "seed": self.seed, "shuffle": self.shuffle,
+                "world_size": self.world_size, "fingerprint": self.fingerprint(),
+                "batches_consumed": int(batches_consumed), "batch_size": int(batch_size),
+                "num_workers": int(num_workers), "drop_last": bool(drop_last)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state`` (from ``state_dict``): sets the epoch; the next iteration of that epoch
+        yields only what the interrupted one had not delivered."""
+        if state.get("version") != 1:
+            raise ValueError(f"unknown ShardDataset state version {state.get('version')!r}")
+        mine = {"seed": self.seed, "shuffle": self.shuffle, "world_size": self.world_size,
+                "fingerprint": self.fingerprint()}
+        differ = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k} {a!r} (saved) != {b!r} (now)" for k, (a, b) in differ.items())
+            raise ValueError(f"cannot resume {self.root}: {detail}; a resume needs the same samples, seed, "
+                             "shuffle and world size")
+        self.set_epoch(int(state["epoch"]))
+        self._resume.copy_(torch.tensor([int(state["epoch"]), int(state["batches_consumed"]),
+                                         int(state["batch_size"]), int(state["num_workers"]),
+                                         int(bool(state["drop_last"]))], dtype=torch.int64))
+
+    def _resume_point(self, epoch: int, worker: int, num_workers: int) -> tuple[int, int]:
+        """(positions to skip, logical worker) for DataLoader worker ``worker`` of ``num_workers``."""
+        saved_epoch, batches, batch_size, saved_workers, drop_last = (int(v) for v in self._resume.tolist())
+        if saved_epoch != epoch:
+            return 0, worker
+        if max(saved_workers, 1) != num_workers:
+            raise ValueError(f"resume state of {self.root} was saved with num_workers={saved_workers}; this "
+                             f"DataLoader has {num_workers if get_worker_info() else 0}: use the same number")
+        consumed, rotation = self.consumed_per_worker(epoch, batches, batch_size, num_workers, bool(drop_last))
+        logical = (worker + rotation) % num_workers
+        return consumed[logical], logical
+
+    def consumed_per_worker(self, epoch: int, batches: int, batch_size: int, num_workers: int,
+                            drop_last: bool = False) -> tuple[list[int], int]:
+        """Samples each (logical) worker of this rank had delivered after ``batches`` batches of an
+        epoch, and the worker whose batch comes next (0 when none does): see the module doc."""
+        workers = max(1, num_workers)
+        sizes = [int(self.plan(epoch, worker=w, num_workers=workers).size) for w in range(workers)]
+        per_worker = [n // batch_size if drop_last else -(-n // batch_size) for n in sizes]
+        taken = [0] * workers
+        remaining = min(int(batches), sum(per_worker))
+        j = 0
+        while True:
+            for w in range(workers):
+                if j < per_worker[w]:
+                    if remaining == 0:
+                        return [min(sizes[v], taken[v] * batch_size) for v in range(workers)], w
+                    taken[w] += 1
+                    remaining -= 1
+            if j >= max(per_worker, default=0):
+                return [min(sizes[v], taken[v] * batch_size) for v in range(workers)], 0
+            j += 1
 
     # -- the plan: which positions a (rank, worker) reads, in which order ---------------------------
     def _shard_order(self, epoch: int) -> np.ndarray:
@@ -303,28 +404,56 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
-        positions = self.plan(epoch, worker=worker, num_workers=num_workers)
-        files = _ShardFiles(self.root, self.max_open_shards)
+        skip, logical = self._resume_point(epoch, worker, num_workers)
+        positions = self.plan(epoch, worker=logical, num_workers=num_workers)[skip:]
+        return self._read(positions, epoch)
+
+    def _make_cache(self):
+        from storage.cache import ShardCache
+
+        return ShardCache(self.cache_dir, self.cache_limit_bytes)
+
+    def _read(self, positions: np.ndarray, epoch: int) -> Iterator[dict[str, Any]]:
+        """Yield ``positions`` in order. Each shard is open from its first to its last row in this
+        plan (then closed: a remote shard is unpinned and may be evicted); opening one asks the
+        cache to prefetch the next ``prefetch_shards`` shards of the plan."""
+        shards = self._shards[positions]
+        last_use = {int(s): i for i, s in enumerate(shards.tolist())}
+        _, first = np.unique(shards, return_index=True)
+        upcoming = shards[np.sort(first)].tolist()  # shards in order of first use
+        rank_of = {s: k for k, s in enumerate(upcoming)}
+        cache = self._make_cache() if is_remote(self.root) else None
+        pool = ShardReaderPool(self.root, self.max_open_shards, cache=cache, catalog=self._catalog)
         vectors: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         try:
-            for pos in positions.tolist():
-                yield self._load(pos, epoch, files, vectors)
+            for i, pos in enumerate(positions.tolist()):
+                shard = int(shards[i])
+                if cache is not None and not pool.is_open(shard) and self.prefetch_shards:
+                    ahead = upcoming[rank_of[shard] + 1 : rank_of[shard] + 1 + self.prefetch_shards]
+                    cache.prefetch([self._remote_shard(s) for s in ahead])
+                yield self._load(pos, epoch, pool.get(shard), vectors, cache)
+                if last_use[shard] == i:
+                    pool.release(shard)
         finally:
-            files.close()
+            pool.close()
+            if cache is not None:
+                cache.close()
+
+    def _remote_shard(self, shard_id: int):
+        from storage.cache import remote_shard
+
+        return remote_shard(self.root, shard_id, self._catalog)
 
     def _wanted(self, bits: int) -> list[str]:
         present = [m for m in MODALITIES if bits & _BIT[m]]
         return present if self.modalities is None else [m for m in self.modalities if m in present]
 
-    def _load(self, pos: int, epoch: int, files: _ShardFiles,
-              vectors: OrderedDict[int, dict[str, np.ndarray]]) -> dict[str, Any]:
+    def _load(self, pos: int, epoch: int, reader: ShardReader, vectors: OrderedDict[int, dict[str, np.ndarray]],
+              cache: Any = None) -> dict[str, Any]:
         from preprocess.augment import augment, sample_rng
 
         sample_id = self._sample_ids[pos].decode("utf-8")
-        shard, row = int(self._shards[pos]), int(self._rows[pos])
-        groups = files.groups(shard)
-        wanted = self._wanted(int(self._bits[pos]))
-        stored = {d.name.lstrip("/"): d[row] for m in wanted for d in groups.get(m, ())}
+        stored = reader.read_groups(int(self._rows[pos]), self._wanted(int(self._bits[pos])))
         if self.augment is not None and self.train:
             ready = augment(stored, self.augment, sample_rng(self.seed, epoch, sample_id),
                             self._reader.model_ready, train=True)
@@ -334,23 +463,33 @@ class ShardDataset(IterableDataset):
         for key, value in ready.items():
             out[key] = torch.from_numpy(np.ascontiguousarray(value))
         if self._emb_file is not None:
-            table = self._vectors(int(self._emb_file[pos]), vectors)
+            table = self._vectors(int(self._emb_file[pos]), vectors, cache)
             erow = int(self._emb_row[pos])
             for column in self.embedding_columns:
                 out[f"{column}_embedding"] = torch.from_numpy(table[column][erow].copy())
         return out
 
-    def _vectors(self, file_id: int, cache: OrderedDict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        if file_id not in cache:
-            cache[file_id] = _read_vectors(self.embedding_files[file_id], self.embedding_columns)
-            while len(cache) > self.max_open_shards:
-                cache.popitem(last=False)
-        cache.move_to_end(file_id)
-        return cache[file_id]
+    def _vectors(self, file_id: int, tables: OrderedDict[int, dict[str, np.ndarray]],
+                 cache: Any = None) -> dict[str, np.ndarray]:
+        if file_id not in tables:
+            source: Any = self.embedding_files[file_id]
+            if self._embedding_options is not None:
+                import pyarrow as pa
+
+                from storage.cache import read_object
+
+                # Through the cache's fork-safe fetch: obstore must not run in a forked worker.
+                source = pa.BufferReader(read_object(source, self._embedding_options, cache))
+            tables[file_id] = _read_vectors(source, self.embedding_columns)
+            while len(tables) > self.max_open_shards:
+                tables.popitem(last=False)
+        tables.move_to_end(file_id)
+        return tables[file_id]
 
 
-def _read_vectors(path: str, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """``{column: [rows, D] float32}`` of one store file, read in a DataLoader worker.
+def _read_vectors(source: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{column: [rows, D] float32}`` of one store file (a path or a pyarrow buffer), read in a
+    DataLoader worker.
 
     pyarrow, single-threaded, not polars: a forked worker must not use polars, whose thread pool
     the parent already started (its locks may be copied held: the child then deadlocks). Rows whose
@@ -358,7 +497,7 @@ def _read_vectors(path: str, columns: Sequence[str]) -> dict[str, np.ndarray]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=list(columns), use_threads=False, pre_buffer=False)
+    table = pq.read_table(source, columns=list(columns), use_threads=False, pre_buffer=False)
     out = {}
     for column in columns:
         array = table.column(column).combine_chunks()

@@ -1,7 +1,9 @@
 """Model-ready samples from committed shards: stored compact arrays -> the tensors an encoder sees.
 
 The normalization constants come from the dataset's own ``dataset.json``, so a reader always undoes
-exactly the preprocessing the shards were built with.
+exactly the preprocessing the shards were built with. The dataset may be local or on an object store
+(``s3://bucket/ds``): shards are read through ``ShardReader`` (remote ones from a verified local
+cache, see ``storage.cache``), at most ``max_open_shards`` open at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import polars as pl
 
 from storage import scan_index
 from storage.catalog import load_catalog
-from storage.shard import ShardReader
+from storage.location import Location, as_location, is_remote
+from storage.shard import ShardReader, ShardReaderPool
 
 
 def _config(section: dict[str, Any] | None, cls):
@@ -28,22 +31,42 @@ def _config(section: dict[str, Any] | None, cls):
 class DatasetReader:
     """``reader[sample_id]`` or ``reader.read(shard, row)`` -> dict of model-ready float32 arrays."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | Location, cache_dir: str | Path | None = None,
+                 cache_limit_bytes: int | None = None, max_open_shards: int = 8):
+        self.root = as_location(root)
         catalog = load_catalog(self.root)
         if catalog is None:
             raise FileNotFoundError(f"{self.root} is not a bindset dataset (no dataset.json)")
+        self.catalog = catalog
         self.config = catalog["config"]
-        self._shards: dict[int, ShardReader] = {}
+        self.cache_dir = cache_dir
+        self.cache_limit_bytes = cache_limit_bytes
+        self.max_open_shards = int(max_open_shards)
+        self._pool: ShardReaderPool | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Travels to DataLoader workers as configuration: open files and the cache stay behind.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "index")} | {"_pool": None}
+
+    def _shards_pool(self) -> ShardReaderPool:
+        if self._pool is None:
+            cache = None
+            if is_remote(self.root):
+                from storage.cache import ShardCache, default_cache
+
+                if self.cache_dir is None and self.cache_limit_bytes is None:
+                    cache = default_cache()
+                else:
+                    cache = ShardCache(self.cache_dir, self.cache_limit_bytes)
+            self._pool = ShardReaderPool(self.root, self.max_open_shards, cache=cache, catalog=self.catalog)
+        return self._pool
 
     @cached_property
     def index(self) -> pl.DataFrame:
         return scan_index(self.root).select("sample_id", "shard", "row").collect()
 
     def _shard(self, shard_id: int) -> ShardReader:
-        if shard_id not in self._shards:
-            self._shards[shard_id] = ShardReader(self.root, shard_id)
-        return self._shards[shard_id]
+        return self._shards_pool().get(int(shard_id))
 
     def read(self, shard_id: int, row: int) -> dict[str, np.ndarray]:
         return self.model_ready(self._shard(shard_id).read_stored(row))
@@ -101,9 +124,9 @@ class DatasetReader:
         return out
 
     def close(self) -> None:
-        for shard in self._shards.values():
-            shard.close()
-        self._shards.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __enter__(self) -> "DatasetReader":
         return self

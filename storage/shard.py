@@ -261,29 +261,112 @@ def _count_reasons(rejects: list[dict[str, Any]]) -> dict[str, int]:
 
 
 class ShardReader:
-    """Random access to one committed shard's stored arrays (no pickle: HDF5 + Parquet only)."""
+    """Random access to one committed shard's stored arrays (HDF5 + Parquet only, no pickle).
 
-    def __init__(self, root: Path, shard_id: int):
-        self.root = Path(root)
-        self.shard_id = shard_id
-        index_file = fmt.index_path(self.root, shard_id)
-        if not index_file.exists():
-            raise FileNotFoundError(f"shard {shard_id} of {self.root} is not committed (no {index_file})")
-        self.index = pl.read_parquet(index_file)
-        self._h5 = h5py.File(fmt.shard_path(self.root, shard_id), "r")
+    The one HDF5 reader of bindset: the loader, ``DatasetReader``, training and the report all read
+    shards through it. A local dataset's shard is opened in place. A remote dataset's shard (an
+    ``s3://`` root) is fetched whole into a local ``ShardCache`` (default: ``default_cache()``),
+    verified against the catalog's sha256 and size, and pinned there until ``close()`` so the cache
+    never evicts it while it is open. ``catalog``: the dataset's ``dataset.json`` if the caller has
+    it already (a loader worker must not read it again per shard).
+    """
+
+    def __init__(self, root: str | Path | Location, shard_id: int, cache: Any = None,
+                 catalog: dict[str, Any] | None = None):
+        self.root = as_location(root)
+        self.shard_id = int(shard_id)
+        self._pin = None
+        if is_remote(self.root):
+            path = self._fetch(cache, catalog)
+        else:
+            index_file = fmt.index_path(self.root, self.shard_id)
+            if not index_file.exists():
+                raise FileNotFoundError(f"shard {self.shard_id} of {self.root} is not committed (no {index_file})")
+            path = fmt.shard_path(self.root, self.shard_id)
+        try:
+            self._h5 = h5py.File(path, "r")
+        except BaseException:
+            self._unpin()
+            raise
+        self._datasets: dict[str, list[tuple[str, h5py.Dataset]]] | None = None
+        self._index: pl.DataFrame | None = None
+
+    def _fetch(self, cache: Any, catalog: dict[str, Any] | None) -> Path:
+        from storage.cache import default_cache, remote_shard
+
+        if catalog is None:
+            from storage.catalog import load_catalog
+
+            catalog = load_catalog(self.root)
+            if catalog is None:
+                raise FileNotFoundError(f"{self.root} is not a bindset dataset (no dataset.json)")
+        shard = remote_shard(self.root, self.shard_id, catalog)
+        self._pin = (cache if cache is not None else default_cache()).acquire(shard)
+        return self._pin.path
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None
+
+    @property
+    def index(self) -> pl.DataFrame:
+        """The shard's index rows (read on first use: the loader never needs them)."""
+        if self._index is None:
+            location = fmt.index_path(self.root, self.shard_id)
+            if is_remote(location):
+                import io
+
+                self._index = pl.read_parquet(io.BytesIO(location.read_bytes()))
+            else:
+                self._index = pl.read_parquet(location)
+        return self._index
 
     def __len__(self) -> int:
         return self.index.height
 
+    def _groups(self) -> dict[str, list[tuple[str, h5py.Dataset]]]:
+        # Dataset handles by group, looked up once: per-row reads then skip h5py's name resolution.
+        if self._datasets is None:
+            found: dict[str, list[tuple[str, h5py.Dataset]]] = {}
+            self._h5.visititems(lambda name, obj: found.setdefault(name.split("/", 1)[0], []).append((name, obj))
+                                if isinstance(obj, h5py.Dataset) else None)
+            self._datasets = {g: sorted(items, key=lambda kv: kv[0]) for g, items in sorted(found.items())}
+        return self._datasets
+
     def keys(self) -> list[str]:
-        return _dataset_keys(self._h5)
+        return sorted(k for items in self._groups().values() for k, _ in items)
+
+    def groups(self) -> list[str]:
+        """The modality groups this shard stores."""
+        return list(self._groups())
+
+    def read_groups(self, row: int, groups: Any) -> dict[str, np.ndarray]:
+        """The stored arrays of ``groups`` (modality names) at ``row``, keyed ``group/name``; a group
+        the shard does not store is skipped. The caller knows from the index which groups the row
+        holds (a row missing one holds zeros there)."""
+        datasets = self._groups()
+        out: dict[str, np.ndarray] = {}
+        for group in groups:
+            for key, dset in datasets.get(group, ()):
+                if not 0 <= row < dset.shape[0]:
+                    raise IndexError(f"row {row} out of range for shard {self.shard_id} of {self.root} "
+                                     f"({dset.shape[0]} rows)")
+                out[key] = dset[row]
+        return out
+
+    def read_keys(self, row: int, keys: Any) -> dict[str, np.ndarray]:
+        """The stored arrays named ``keys`` (``group/name``) at ``row``."""
+        missing = [k for k in keys if k not in self._h5]
+        if missing:
+            raise KeyError(f"shard {self.shard_id} of {self.root} stores no {missing}")
+        return {k: self._h5[k][row] for k in keys}
 
     def read_stored(self, row: int) -> dict[str, np.ndarray]:
-        """The compact stored arrays of one row, keyed ``group/name``."""
+        """The compact stored arrays of one row, keyed ``group/name`` (the groups the row holds)."""
         if not 0 <= row < len(self):
             raise IndexError(f"row {row} out of range for shard {self.shard_id} ({len(self)} rows)")
-        present = set(self.index["modalities"][row])
-        return {k: self._h5[k][row] for k in self.keys() if k.split("/", 1)[0] in present}
+        return self.read_groups(row, self.index["modalities"][row])
 
     def read_stored_rows(self, rows: list[int], group: str) -> dict[str, np.ndarray]:
         """One modality's stored arrays for several rows, keyed ``group/name``, each ``[len(rows), ...]``.
@@ -296,12 +379,12 @@ class ShardReader:
             raise ValueError("read_stored_rows needs at least one row")
         if min(rows) < 0 or max(rows) >= len(self):
             raise IndexError(f"rows {min(rows)}..{max(rows)} out of range for shard {self.shard_id} ({len(self)} rows)")
-        keys = [k for k in self.keys() if k.split("/", 1)[0] == group]
-        if not keys:
+        datasets = self._groups().get(group)
+        if not datasets:
             raise KeyError(f"shard {self.shard_id} of {self.root} stores no {group!r}")
         first, last = rows[0], rows[-1]
         if rows == list(range(first, last + 1)):
-            return {k: self._h5[k][first : last + 1] for k in keys}
+            return {k: d[first : last + 1] for k, d in datasets}
         order = np.argsort(rows, kind="stable")
         sorted_rows = np.asarray(rows)[order]
         if len(np.unique(sorted_rows)) != len(rows):
@@ -309,10 +392,14 @@ class ShardReader:
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(rows))
         # h5py reads fancy selections in increasing order only: read sorted, then restore the caller's order
-        return {k: self._h5[k][sorted_rows][inverse] for k in keys}
+        return {k: d[sorted_rows][inverse] for k, d in datasets}
 
     def close(self) -> None:
-        self._h5.close()
+        self._datasets = None
+        try:
+            self._h5.close()
+        finally:
+            self._unpin()
 
     def __enter__(self) -> "ShardReader":
         return self
@@ -321,17 +408,67 @@ class ShardReader:
         self.close()
 
 
-def committed_shard_ids(root: Path) -> list[int]:
-    index_dir = Path(root) / fmt.INDEX_DIR
-    if not index_dir.is_dir():
-        return []
-    return sorted(int(p.stem) for p in index_dir.glob("*.parquet") if p.stem.isdigit())
+class ShardReaderPool:
+    """The open ``ShardReader`` s of one consumer, at most ``max_open`` (least recently used closed
+    first). Remote shards share one cache; ``catalog`` is read once, not per shard."""
+
+    def __init__(self, root: str | Path | Location, max_open: int = 16, cache: Any = None,
+                 catalog: dict[str, Any] | None = None):
+        from collections import OrderedDict
+
+        self.root = as_location(root)
+        self.max_open = max(1, int(max_open))
+        self.cache = cache
+        self.catalog = catalog
+        self._open: "OrderedDict[int, ShardReader]" = OrderedDict()
+
+    def get(self, shard_id: int) -> ShardReader:
+        reader = self._open.get(shard_id)
+        if reader is not None:
+            self._open.move_to_end(shard_id)
+            return reader
+        while len(self._open) >= self.max_open:
+            self._open.popitem(last=False)[1].close()  # unpin before pinning another
+        if is_remote(self.root) and self.catalog is None:
+            from storage.catalog import load_catalog
+
+            self.catalog = load_catalog(self.root)
+        reader = self._open[shard_id] = ShardReader(self.root, shard_id, cache=self.cache, catalog=self.catalog)
+        return reader
+
+    def is_open(self, shard_id: int) -> bool:
+        return shard_id in self._open
+
+    def release(self, shard_id: int) -> None:
+        """Close one shard (e.g. after its last row in a plan), unpinning it in the cache."""
+        reader = self._open.pop(shard_id, None)
+        if reader is not None:
+            reader.close()
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+    def __enter__(self) -> "ShardReaderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def committed_shard_ids(root: str | Path | Location) -> list[int]:
+    """Shards whose index exists (their commit marker), local or remote (one LIST)."""
+    from storage.location import list_files
+
+    files = list_files(as_location(root) / fmt.INDEX_DIR, ".parquet")
+    return sorted(int(p.stem) for p in files if p.stem.isdigit())
 
 
 __all__ = [
     "INDEX_SCHEMA",
     "REJECT_SCHEMA",
     "ShardReader",
+    "ShardReaderPool",
     "ShardSummary",
     "ShardWriter",
     "committed_shard_ids",

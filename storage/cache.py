@@ -1,0 +1,685 @@
+"""A bounded local cache of whole shard files from a dataset on an object store.
+
+h5py needs a local file, and a shard is read whole anyway (every row of it, once per epoch), so a
+reader of an ``s3://`` dataset fetches whole shard files into a local cache directory and opens them
+there. One GET per shard, however many samples it holds. Local datasets never come here: their shards
+are opened in place.
+
+The cache directory (``cache_dir``, else ``$BINDSET_CACHE_DIR``, else ``<tmp>/bindset-cache-<uid>``)
+holds, side by side:
+
+- ``<sha256>.h5``: a verified shard, named by its content hash (the catalog's), so a rebuilt shard
+  is a new file and two datasets with an identical shard share one copy;
+- ``<sha256>.<pid>.<random>.part``: a fetch in progress, created at its full size (``ftruncate``)
+  before the first byte arrives, so the directory's size already counts it, and held under an
+  exclusive ``flock`` by its fetcher;
+- ``.lock``: the cache-wide lock taken around space accounting, eviction and reservation.
+
+Guarantees, for any number of processes (DataLoader workers, DDP ranks) sharing one directory:
+
+- *Never over the limit*: a fetch first reserves its full size under the cache-wide lock, evicting
+  least-recently-used shards if needed, so the sum of the sizes of all ``.h5`` and ``.part`` files
+  stays <= ``limit_bytes`` at every instant (all processes must use the same limit). A shard larger
+  than the limit is an error naming both sizes.
+- *Never evict an open shard*: a reader pins a shard with a shared ``flock`` on the file for as long
+  as it has it open; eviction takes an exclusive ``flock`` without blocking and skips files it cannot
+  lock. flock, not fcntl/POSIX locks: flock locks belong to the open file, so h5py opening and
+  closing the same file elsewhere in the process does not drop them, and the kernel drops them when
+  a process dies (no stale pins). A pinner re-checks, after locking, that the path still names the
+  inode it opened, since an eviction may win the race between its open and its lock.
+- *Verified before use*: a fetch streams into the ``.part`` file while hashing, then compares size
+  and sha256 with the catalog; a mismatch deletes the file and raises ``ShardIntegrityError`` naming
+  dataset, shard and both hashes. Only then is the file renamed to ``<sha256>.h5`` (atomic), so a
+  file under a final name has been verified, and a killed fetch leaves only a ``.part`` file whose
+  lock died with it: the next process to take the cache-wide lock deletes it. Cached files are not
+  re-hashed on every open (that would read each shard twice per epoch); their size is checked.
+- *Concurrent fetches of one shard*: under the cache-wide lock a fetcher sees a live ``.part`` of
+  the same hash and waits for it instead of downloading again; renames are atomic either way.
+- *LRU by mtime*: pinning touches the file, eviction takes the oldest unpinned file first, and the
+  shards a reader announced it will need soon (its prefetch window) only after all others.
+
+Prefetch: ``prefetch(shards)`` fetches the next shards of a reader's plan on one background thread,
+best effort (it waits for no room and evicts none of the announced shards; a failure is left for the
+foreground fetch to report).
+
+Fork: obstore's tokio runtime does not survive ``fork()`` (a forked DataLoader worker that touches it
+crashes or hangs), so a process forked after this module was imported downloads through a helper
+process it starts with ``exec`` (a fresh interpreter running only this file's ``_serve`` and
+``location.py``: no torch, no polars), fed one JSON line per shard. Spawned workers and the main
+process download in-process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "BINDSET_CACHE_DIR"
+CACHE_LIMIT_ENV = "BINDSET_CACHE_LIMIT_BYTES"
+DEFAULT_LIMIT_BYTES = 16 << 30
+STREAM_CHUNK_BYTES = 8 << 20
+_POLL_SECONDS = 0.02
+
+_FORKED = False  # set in children forked after import: obstore must not be used in-process there
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+class ShardIntegrityError(ValueError):
+    """A fetched shard does not match the catalog's size or sha256 (the bad copy is discarded)."""
+
+
+class CacheFullError(OSError):
+    """The cache cannot hold a shard: larger than the limit, or the limit is taken by open shards."""
+
+
+@dataclass(frozen=True)
+class RemoteShard:
+    """One shard file of a remote dataset and what the catalog says it must be."""
+
+    dataset: str  # dataset URL, for messages
+    shard_id: int
+    url: str  # the shard object's URL
+    sha256: str
+    size: int
+    options: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        return f"shard {self.shard_id:05d} of {self.dataset}"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"bindset-cache-{uid}"
+
+
+def default_limit_bytes() -> int:
+    env = os.environ.get(CACHE_LIMIT_ENV)
+    return int(env) if env else DEFAULT_LIMIT_BYTES
+
+
+class CachedShard:
+    """A pinned cached shard: ``path`` stays valid (never evicted) until ``release()``."""
+
+    def __init__(self, cache: "ShardCache", shard: RemoteShard, path: Path, fd: int):
+        self.shard = shard
+        self.path = path
+        self._cache = cache
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self._cache._unpinned(self.shard)
+            os.close(self._fd)  # drops the shared flock
+            self._fd = None
+
+    def __enter__(self) -> "CachedShard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class ShardCache:
+    """See the module doc. ``limit_bytes``: the most the directory may hold (default
+    ``$BINDSET_CACHE_LIMIT_BYTES`` or 16 GiB). ``wait_seconds``: how long a fetch waits for other
+    processes to unpin shards before giving up with ``CacheFullError``."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, limit_bytes: int | None = None,
+                 wait_seconds: float = 300.0):
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.limit_bytes = int(limit_bytes) if limit_bytes is not None else default_limit_bytes()
+        if self.limit_bytes <= 0:
+            raise ValueError(f"cache limit must be positive, got {self.limit_bytes} bytes")
+        self.wait_seconds = float(wait_seconds)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stats = {"requests": 0, "fetches": 0, "fetched_bytes": 0, "hits": 0, "evictions": 0}
+        self._state_lock = threading.Lock()
+        self._pinned: dict[str, int] = {}  # sha256 -> pins held by this process
+        self._pinned_bytes = 0
+        self._soon: set[str] = set()  # sha256 of shards this process announced it will read next
+        self._pid = os.getpid()
+        self._prefetcher: _Prefetcher | None = None
+        self._fetcher: _HelperFetcher | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Travels to spawned workers as configuration only; threads, locks and pins stay behind.
+        return {"directory": self.directory, "limit_bytes": self.limit_bytes, "wait_seconds": self.wait_seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"], state["limit_bytes"], state["wait_seconds"])
+
+    # -- public ------------------------------------------------------------------------------------
+    def path_of(self, shard: RemoteShard) -> Path:
+        return self.directory / f"{shard.sha256}.h5"
+
+    def acquire(self, shard: RemoteShard) -> CachedShard:
+        """The shard as a pinned local file, fetched and verified first if it is not cached."""
+        self._after_fork_reset()
+        self._check_fits(shard)
+        first = True
+        while True:
+            pinned = self._try_pin(shard)
+            if pinned is not None:
+                if first:
+                    self._count("hits")
+                return pinned
+            first = False
+            self._fetch(shard, best_effort=False)
+
+    def prefetch(self, shards: list[RemoteShard]) -> None:
+        """Fetch these shards (in order) on a background thread if they are not cached; replaces any
+        earlier request. Best effort: see the module doc."""
+        self._after_fork_reset()
+        with self._state_lock:
+            self._soon = {s.sha256 for s in shards}
+        if self._prefetcher is None:
+            self._prefetcher = _Prefetcher(self)
+        self._prefetcher.want([s for s in shards if s.size <= self.limit_bytes])
+
+    def usage_bytes(self) -> int:
+        """Bytes the directory holds now (cached shards and fetches in progress)."""
+        return sum(size for _, size, _ in _entries(self.directory))
+
+    def close(self) -> None:
+        if self._prefetcher is not None and self._pid == os.getpid():
+            self._prefetcher.stop()
+        self._prefetcher = None
+        if self._fetcher is not None and self._pid == os.getpid():
+            self._fetcher.close()
+        self._fetcher = None
+
+    # -- pinning -------------------------------------------------------------------------------------
+    def _try_pin(self, shard: RemoteShard) -> CachedShard | None:
+        path = self.path_of(shard)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # blocks only while an evictor holds it for an unlink
+            st = os.fstat(fd)
+            if not _same_file(st, path):
+                os.close(fd)  # evicted between our open and our lock
+                return None
+            if st.st_size != shard.size:
+                # A verified file never has another size; something else wrote here. Refetch.
+                log.warning("%s: cached copy %s has %d bytes, expected %d; refetching", shard.label, path,
+                            st.st_size, shard.size)
+                path.unlink(missing_ok=True)
+                os.close(fd)
+                return None
+            os.utime(fd)  # most recently used
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._state_lock:
+            count = self._pinned.get(shard.sha256, 0)
+            if count == 0:
+                self._pinned_bytes += shard.size
+            self._pinned[shard.sha256] = count + 1
+        return CachedShard(self, shard, path, fd)
+
+    def _unpinned(self, shard: RemoteShard) -> None:
+        with self._state_lock:
+            count = self._pinned.get(shard.sha256, 0) - 1
+            if count <= 0:
+                self._pinned.pop(shard.sha256, None)
+                self._pinned_bytes -= shard.size
+            else:
+                self._pinned[shard.sha256] = count
+
+    # -- fetching --------------------------------------------------------------------------------------
+    def _check_fits(self, shard: RemoteShard) -> None:
+        if shard.size > self.limit_bytes:
+            raise CacheFullError(f"{shard.label} is {shard.size} bytes, larger than the cache limit of "
+                                 f"{self.limit_bytes} bytes ({self.directory}); raise cache_limit_bytes")
+
+    def _fetch(self, shard: RemoteShard, best_effort: bool) -> bool:
+        """Make sure the shard is cached (fetching it, or waiting for another fetcher). Returns False
+        when ``best_effort`` and there was no room or someone else is fetching it."""
+        started = time.monotonic()
+        while True:
+            with _Locked(self.directory / ".lock"):
+                if self.path_of(shard).exists():
+                    return True
+                if _live_part(self.directory, shard.sha256):
+                    reserved = None
+                else:
+                    reserved = self._reserve(shard, best_effort)
+            if reserved is not None:
+                self._download_into(shard, *reserved)
+                return True
+            if best_effort:
+                return False
+            if not _live_part(self.directory, shard.sha256):
+                self._check_not_self_blocked(shard)
+            if time.monotonic() - started > self.wait_seconds:
+                raise CacheFullError(
+                    f"{shard.label}: no room in the cache ({self.directory}, limit {self.limit_bytes} bytes) "
+                    f"after {self.wait_seconds:.0f} s: every cached shard is open in some reader. Each reader "
+                    f"(DataLoader worker) keeps about buffer_shards shards open; raise cache_limit_bytes to "
+                    f"at least workers x buffer_shards x the largest shard")
+            time.sleep(_POLL_SECONDS)
+
+    def _check_not_self_blocked(self, shard: RemoteShard) -> None:
+        # Only this process can unpin what it has pinned: waiting for itself would never end.
+        with self._state_lock:
+            pinned = self._pinned_bytes
+        if pinned + shard.size > self.limit_bytes:
+            raise CacheFullError(
+                f"{shard.label} ({shard.size} bytes) does not fit in the cache limit of {self.limit_bytes} bytes "
+                f"next to the {pinned} bytes of shards this process has open; raise cache_limit_bytes or open "
+                f"fewer shards at once (buffer_shards)")
+
+    def _reserve(self, shard: RemoteShard, best_effort: bool) -> tuple[Path, int] | None:
+        """Under the cache-wide lock: make room and create the ``.part`` file at full size."""
+        if not self._make_room(shard.size, avoid_soon=best_effort):
+            return None
+        part = self.directory / f"{shard.sha256}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, shard.size)
+        except BaseException:
+            os.close(fd)
+            part.unlink(missing_ok=True)
+            raise
+        return part, fd
+
+    def _make_room(self, need: int, avoid_soon: bool) -> bool:
+        entries = _entries(self.directory, clean_stale=True)
+        usage = sum(size for _, size, _ in entries)
+        if usage + need <= self.limit_bytes:
+            return True
+        with self._state_lock:
+            soon = set(self._soon)
+        shards = [(path, size, mtime) for path, size, mtime in entries if path.suffix == ".h5"]
+        # Least recently used first; the shards this process will read next only as a last resort.
+        shards.sort(key=lambda e: (e[0].stem in soon, e[2]))
+        for path, size, _ in shards:
+            if avoid_soon and path.stem in soon:
+                break
+            if _evict(path):
+                self._count("evictions")
+                usage -= size
+                if usage + need <= self.limit_bytes:
+                    return True
+        return False
+
+    def _download_into(self, shard: RemoteShard, part: Path, fd: int) -> None:
+        final = self.path_of(shard)
+        try:
+            if _FORKED:
+                if self._fetcher is None:
+                    self._fetcher = _HelperFetcher()
+                sha, size, requests = self._fetcher.fetch(shard, part)
+            else:
+                sha, size, requests = _download(shard.url, shard.options, fd, shard.size)
+            self._count("requests", requests)
+            self._count("fetches")
+            self._count("fetched_bytes", min(size, shard.size))
+            if size != shard.size or sha != shard.sha256:
+                raise ShardIntegrityError(
+                    f"{shard.label} ({shard.url}) is corrupt: sha256 {sha} ({size} bytes), the catalog says "
+                    f"{shard.sha256} ({shard.size} bytes); the fetched copy was discarded")
+            os.rename(part, final)  # verified: now visible under its final name
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)  # drops the exclusive lock: waiters see the final file
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._state_lock:
+            self.stats[key] += n
+
+    def _after_fork_reset(self) -> None:
+        # A forked child inherits a copy of this object with the parent's threads gone and pins it
+        # does not own: start from nothing (the files and their locks stay with the parent).
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._state_lock = threading.Lock()
+            self._pinned, self._pinned_bytes, self._soon = {}, 0, set()
+            self._prefetcher = None
+            self._fetcher = None
+
+
+# -- the directory ---------------------------------------------------------------------------------------
+
+class _Locked:
+    """The cache-wide exclusive flock, held around accounting, eviction and reservation."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_Locked":
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self.fd is not None
+        os.close(self.fd)
+        self.fd = None
+
+
+def _entries(directory: Path, clean_stale: bool = False) -> list[tuple[Path, int, float]]:
+    """(path, size, mtime) of every cached shard and fetch in progress. With ``clean_stale`` (only
+    under the cache-wide lock) ``.part`` files whose fetcher died are deleted and left out."""
+    out = []
+    for entry in os.scandir(directory):
+        name = entry.name
+        if not (name.endswith(".h5") or name.endswith(".part")):
+            continue
+        path = Path(entry.path)
+        if clean_stale and name.endswith(".part") and not _is_locked(path):
+            path.unlink(missing_ok=True)  # its fetcher died: its flock went with it
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        out.append((path, st.st_size, st.st_mtime))
+    return out
+
+
+def _is_locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _live_part(directory: Path, sha256: str) -> bool:
+    return any(_is_locked(p) for p in directory.glob(f"{sha256}.*.part"))
+
+
+def _evict(path: Path) -> bool:
+    """Delete a cached shard unless some reader has it pinned (a shared flock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        if _same_file(os.fstat(fd), path):
+            path.unlink()
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _same_file(st: os.stat_result, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+# -- downloading ------------------------------------------------------------------------------------------
+
+def _download(url: str, options: dict[str, str], fd: int, expected_size: int | None,
+              object_path_cls: Any = None) -> tuple[str, int, int]:
+    """Stream one object into ``fd`` (from offset 0) while hashing it: (sha256, size, requests).
+
+    One GET whatever the size. A size other than expected is reported without reading the body
+    (the response head carries it), and never more than ``expected_size`` bytes are written, so a
+    wrong object cannot push the cache over its limit. ``expected_size`` None: any size."""
+    import obstore
+
+    if object_path_cls is None:
+        from storage.location import ObjectPath as object_path_cls
+
+    location = object_path_cls(url, options)
+    try:
+        result = obstore.get(location.store, location.key)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url} does not exist") from None
+    size = int(result.meta["size"])
+    if expected_size is None:
+        expected_size = size
+    elif size != expected_size:
+        return "", size, 1
+    digest = hashlib.sha256()
+    written = 0
+    os.lseek(fd, 0, os.SEEK_SET)
+    for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
+        view = memoryview(chunk)
+        if written + len(view) > expected_size:
+            return "", written + len(view), 1
+        digest.update(view)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            written += n
+    return digest.hexdigest(), written, 1
+
+
+# The helper a forked process downloads through: a fresh interpreter (its own tokio runtime) that
+# loads only this file and location.py, by path (importing the ``storage`` package would pull in
+# polars and h5py for nothing).
+_HELPER_CODE = (
+    "import importlib.util as u, sys\n"
+    "s = u.spec_from_file_location('_bindset_cache_helper', sys.argv[1])\n"
+    "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); m._serve(sys.argv[2])\n"
+)
+
+
+class _HelperFetcher:
+    """Client of one helper process; one fetch at a time (the prefetch thread and the reader share it)."""
+
+    def __init__(self) -> None:
+        location_py = str(Path(__file__).with_name("location.py"))
+        self._proc = subprocess.Popen([sys.executable, "-c", _HELPER_CODE, __file__, location_py],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self._lock = threading.Lock()
+
+    def fetch(self, shard: RemoteShard, part: Path) -> tuple[str, int, int]:
+        reply = self._request({"url": shard.url, "options": shard.options, "path": str(part), "size": shard.size},
+                              shard.label)
+        return reply["sha256"], int(reply["size"]), int(reply["requests"])
+
+    def fetch_any(self, url: str, options: dict[str, str], path: Path) -> None:
+        self._request({"url": url, "options": options, "path": str(path), "size": None}, url)
+
+    def _request(self, request: dict[str, Any], label: str) -> dict[str, Any]:
+        with self._lock:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            try:
+                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+            except BrokenPipeError:
+                line = b""
+        if not line:
+            raise OSError(f"{label}: the download helper process exited (code {self._proc.poll()})")
+        reply = json.loads(line)
+        if reply.get("missing"):
+            raise FileNotFoundError(reply["error"])
+        if not reply["ok"]:
+            raise OSError(f"{label}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()  # EOF: the helper exits
+            self._proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            self._proc.kill()
+
+
+def _serve(location_py: str) -> None:
+    """Helper main loop: one JSON request per line on stdin, one JSON reply per line on stdout."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bindset_location_helper", location_py)
+    location = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = location  # dataclasses look their module up there
+    spec.loader.exec_module(location)
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            fd = os.open(request["path"], os.O_WRONLY)
+            try:
+                expected = None if request["size"] is None else int(request["size"])
+                sha, size, requests = _download(request["url"], request["options"], fd, expected,
+                                                object_path_cls=location.ObjectPath)
+            finally:
+                os.close(fd)
+            reply = {"ok": True, "sha256": sha, "size": size, "requests": requests}
+        except FileNotFoundError as exc:
+            reply = {"ok": False, "missing": True, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - reported to the reader, which raises it
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.buffer.write(json.dumps(reply).encode() + b"\n")
+        sys.stdout.buffer.flush()
+
+
+# -- prefetch ----------------------------------------------------------------------------------------------
+
+class _Prefetcher:
+    """One daemon thread fetching the most recently announced shards, in order, best effort."""
+
+    def __init__(self, cache: ShardCache):
+        self._cache = cache
+        self._cond = threading.Condition()
+        self._wanted: list[RemoteShard] = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="bindset-shard-prefetch", daemon=True)
+        self._thread.start()
+
+    def want(self, shards: list[RemoteShard]) -> None:
+        with self._cond:
+            self._wanted = list(shards)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._wanted = []
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def _next(self) -> RemoteShard | None:
+        with self._cond:
+            while not self._stopped and not self._wanted:
+                self._cond.wait()
+            return None if self._stopped else self._wanted.pop(0)
+
+    def _run(self) -> None:
+        while True:
+            shard = self._next()
+            if shard is None:
+                return
+            if self._cache.path_of(shard).exists():
+                continue
+            try:
+                self._cache._fetch(shard, best_effort=True)
+            except Exception as exc:  # noqa: BLE001 - the reader's own fetch reports it
+                log.debug("prefetch of %s failed: %s", shard.label, exc)
+
+
+_DEFAULT: ShardCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_cache() -> ShardCache:
+    """This process's cache in the default directory with the default limit (one per process: a
+    forked child makes its own)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None or _DEFAULT._pid != os.getpid():
+            _DEFAULT = ShardCache()
+        return _DEFAULT
+
+
+def read_object(url: str, options: dict[str, str], fetcher_owner: ShardCache | None = None) -> bytes:
+    """The bytes of a small object (an embedding file), safe in forked DataLoader workers: read
+    in-process where obstore may run, else through ``fetcher_owner``'s helper process."""
+    if not _FORKED:
+        from storage.location import ObjectPath
+
+        return ObjectPath(url, options).read_bytes()
+    owner = fetcher_owner if fetcher_owner is not None else default_cache()
+    owner._after_fork_reset()
+    if owner._fetcher is None:
+        owner._fetcher = _HelperFetcher()
+    fd, tmp = tempfile.mkstemp(prefix="bindset-object-")
+    os.close(fd)
+    try:
+        owner._fetcher.fetch_any(url, options, Path(tmp))
+        return Path(tmp).read_bytes()
+    finally:
+        os.unlink(tmp)
+
+
+def remote_shard(dataset: Any, shard_id: int, catalog: dict[str, Any] | None) -> RemoteShard:
+    """The ``RemoteShard`` of ``shard_id`` in a remote dataset: size and sha256 from the catalog, or
+    from the shard's index footer when the catalog does not list it yet."""
+    from storage import format as fmt
+    from storage.location import as_location
+
+    root = as_location(dataset)
+    name = fmt.shard_name(shard_id)
+    entry = (catalog or {}).get("shards", {}).get(name)
+    if entry is not None and entry.get("sha256") and entry.get("bytes") is not None:
+        sha, size = str(entry["sha256"]), int(entry["bytes"])
+    else:
+        from storage.shard import read_shard_file_metadata
+
+        try:
+            meta = read_shard_file_metadata(fmt.index_path(root, shard_id))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"shard {name} of {root} is not committed (no index/{name}.parquet)") from None
+        if meta is None:
+            raise ShardIntegrityError(f"shard {name} of {root}: neither dataset.json nor its index records the "
+                                      "shard's sha256 and size, so a fetched copy cannot be verified")
+        sha, size = meta
+    obj = fmt.shard_path(root, shard_id)
+    return RemoteShard(dataset=str(root), shard_id=shard_id, url=obj.url, sha256=sha, size=size,
+                       options=dict(obj.options))
+
+
+__all__ = ["CACHE_DIR_ENV", "CACHE_LIMIT_ENV", "CacheFullError", "CachedShard", "RemoteShard",
+           "ShardCache", "ShardIntegrityError", "default_cache_dir", "remote_shard"]
