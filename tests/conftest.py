@@ -124,3 +124,52 @@ def s3_server():
 def s3_bucket(s3_server) -> str:
     """A fresh, empty bucket on the session's S3 server."""
     return s3_server.new_bucket()
+
+
+# -- a two-node Ray cluster on loopback ------------------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loopback_ray_cluster(cpus_per_node: int = 1):
+    """Head + one worker node started with ``ray start`` on 127.0.0.1, the driver connected; yields
+    the address. Each node takes its environment from this process when it starts (so start the S3
+    server first when the nodes need it), as cloud nodes take theirs from their own role."""
+    import contextlib
+    import subprocess
+    import sys
+    import time
+
+    @contextlib.contextmanager
+    def cluster():
+        ray = pytest.importorskip("ray")
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        port = _free_port()
+        common = [f"--num-cpus={cpus_per_node}", "--object-store-memory=100000000", "--disable-usage-stats",
+                  "--node-ip-address=127.0.0.1"]
+        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       env=env, check=True, capture_output=True)
+        try:
+            subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
+                           capture_output=True)
+            os.environ["RAY_AUTH_MODE"] = "disabled"
+            address = f"127.0.0.1:{port}"
+            if ray.is_initialized():
+                ray.shutdown()
+            ray.init(address=address, configure_logging=False, log_to_driver=False)
+            deadline = time.monotonic() + 60
+            while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+                assert time.monotonic() < deadline, "second Ray node did not join"
+                time.sleep(0.5)
+            yield address
+        finally:
+            ray.shutdown()
+            subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+
+    return cluster()

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,37 +20,12 @@ from pipelines.synth import synthesize  # noqa: E402
 from storage import format as fmt  # noqa: E402
 from storage.catalog import content_hash, load_catalog  # noqa: E402
 
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
-    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats",
-              "--node-ip-address=127.0.0.1"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                   env=env, check=True, capture_output=True)
-    try:
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                       capture_output=True)
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        address = f"127.0.0.1:{port}"
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
-        deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.monotonic() < deadline, "second Ray node did not join"
-            time.sleep(0.5)
+def ray_cluster():
+    from conftest import loopback_ray_cluster
+
+    with loopback_ray_cluster() as address:
         yield address
-    finally:
-        ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -135,43 +135,14 @@ def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s
 
 # -- two nodes, nothing shared but the bucket ----------------------------------------------------------
 
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster_with_s3(s3_server):
-    ray = pytest.importorskip("ray")
-    # Both nodes get the S3 endpoint and credentials from their own environment, as cloud nodes
-    # get them from their instance role: nothing reaches them through the driver.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
-    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats",
-              "--node-ip-address=127.0.0.1"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                   env=env, check=True, capture_output=True)
-    try:
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                       capture_output=True)
-        address = f"127.0.0.1:{port}"
-        if ray.is_initialized():
-            ray.shutdown()
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
-        deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.monotonic() < deadline, "second Ray node did not join"
-            time.sleep(0.5)
+    """Both nodes get the S3 endpoint and credentials from their own environment (started after the
+    S3 server): nothing reaches them through the driver."""
+    from conftest import loopback_ray_cluster
+
+    with loopback_ray_cluster() as address:
         yield address
-    finally:
-        ray.shutdown()
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
 
 
 def test_two_node_cluster_builds_s3_to_s3_equal_to_local(ray_cluster_with_s3, s3_server, s3_sources,
