@@ -105,8 +105,7 @@ def _overlapped(batches: Iterator[np.ndarray], device) -> Iterator[np.ndarray]:
 
 
 def _read_index(root: Location, shard_id: int) -> pl.DataFrame:
-    path = root / fmt.INDEX_DIR / f"{fmt.shard_name(shard_id)}.parquet"
-    return pl.read_parquet(str(path), columns=["sample_id", "row", "modalities"],
+    return pl.read_parquet(str(fmt.index_path(root, shard_id)), columns=["sample_id", "row", "modalities"],
                            storage_options=polars_storage_options(root))
 
 

@@ -263,7 +263,9 @@ def embed_modality(dataset: str | Path, encoder, input_key: str, *, column: str 
     from storage.embeddings import commit_embeddings, embedded_shard_ids, write_encoder_info
     from storage.shard import committed_shard_ids
 
-    root = Path(dataset)
+    from storage.location import as_location, polars_storage_options
+
+    root = as_location(dataset)
     store_id = store_id or encoder.model_id
     column = column or input_key
     write_encoder_info(root, store_id, {**encoder.metadata(), "modalities": [column], "input": input_key})
@@ -271,7 +273,8 @@ def embed_modality(dataset: str | Path, encoder, input_key: str, *, column: str 
     todo = [s for s in committed_shard_ids(root) if s not in done]
     size = int(batch_size or getattr(encoder, "batch_size", 32))
     for shard in tqdm(todo, desc=f"embed {column}", unit="shard", disable=not progress):
-        index = pl.read_parquet(fmt.index_path(root, shard), columns=["sample_id", "row", "modalities"])
+        index = pl.read_parquet(str(fmt.index_path(root, shard)),
+                                columns=["sample_id", "row", "modalities"], storage_options=polars_storage_options(root))
         has = [input_key in m for m in index["modalities"].to_list()]
         rows = [r for r, h in zip(index["row"].to_list(), has) if h]
         out = np.full((index.height, encoder.dim), np.nan, dtype=np.float32)

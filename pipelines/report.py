@@ -13,11 +13,16 @@ folder can be copied or served as is):
   steps shaded). What is shown is what the shards store, read back without re-decoding media.
 
 Plots use matplotlib's object API on the Agg canvas: no pyplot, no global backend switch.
+
+The dataset and the output folder may each be a local path or an object-store URL. A remote report
+is rendered into a local temp folder and uploaded, PNGs first and ``index.html`` last, so the page
+never links a figure that is not there yet.
 """
 
 from __future__ import annotations
 
 import html
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ import polars as pl
 
 import storage
 from storage.catalog import load_catalog
+from storage.location import Location, ObjectPath, as_location, publish_file
 from storage.schema import QUALITY_COLUMNS
 from storage.shard import ShardReader
 
@@ -243,7 +249,7 @@ def _table(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def count_tables(dataset: Path, index: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def count_tables(dataset: Location, index: pl.DataFrame) -> dict[str, pl.DataFrame]:
     tables = {
         "samples by source and split": index.group_by("source", "split").len("samples").sort("source", "split"),
         "samples by modalities": index.with_columns(pl.col("modalities").list.join(" + ").alias("modalities"))
@@ -270,13 +276,34 @@ code { background: #f4f4f4; padding: 0 3px; }
 """
 
 
-def write_report(dataset: str | Path, out_dir: str | Path, n: int = 8, seed: int = 0) -> Path:
-    """Write ``out_dir/index.html`` (+ PNGs) for ``dataset``; returns the HTML path."""
-    dataset = Path(dataset)
+def write_report(dataset: str | Path | Location, out_dir: str | Path | Location, n: int = 8,
+                 seed: int = 0) -> Path | ObjectPath:
+    """Write ``out_dir/index.html`` (+ PNGs) for ``dataset``; returns the HTML location."""
+    dataset = as_location(dataset)
     catalog = load_catalog(dataset)
     if catalog is None:
         raise FileNotFoundError(f"{dataset} is not a bindset dataset (no dataset.json)")
-    out = Path(out_dir)
+    target = as_location(out_dir)
+    if isinstance(target, ObjectPath):
+        with tempfile.TemporaryDirectory(prefix="bindset-report-") as local:
+            _render(dataset, catalog, Path(local), n, seed)
+            return _upload(Path(local), target)
+    return _render(dataset, catalog, Path(target), n, seed)
+
+
+def _upload(local: Path, target: ObjectPath) -> ObjectPath:
+    """The rendered folder to ``target``: figures first, the page last, then figures of an earlier
+    report that the new page no longer links are removed."""
+    written = {p.name for p in local.iterdir()}
+    for path in sorted(local.iterdir(), key=lambda p: p.name == "index.html"):
+        publish_file(path, target / path.name)
+    for old in list(target.glob("*.png")):
+        if old.is_file() and old.name not in written and (old.name.startswith("sample_") or old.name == "quality.png"):
+            old.unlink(missing_ok=True)
+    return target / "index.html"
+
+
+def _render(dataset: Location, catalog: dict, out: Path, n: int, seed: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("sample_*.png"):
         old.unlink()

@@ -9,6 +9,9 @@ store's space. Several queries form one query by *embedding arithmetic*: the sum
 L2-normalized embeddings (optionally weighted), renormalized, as in ImageBind's "image + sound"
 retrieval. Search is exact cosine similarity in numpy (fine for stores up to a few million vectors
 of this size; faiss/usearch belong in front of larger ones).
+
+The dataset may be a local path or an object-store URL (the store and the index are Polars scans);
+so may a query file (fetched to a private temp copy for the decoders).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipelines.evaluate import l2_normalize
+from storage.location import Location
 
 #: file modalities a query can be read as (text is passed as a string)
 QUERY_MODALITIES = ("image", "video", "audio", "depth", "thermal", "imu", "text")
@@ -79,8 +83,10 @@ def embed_query(source: str | Path, modality: str, encoder, **options: Any) -> n
     if modality == "text":
         return l2_normalize(encoder.encode([str(source)]))[0]
     from pipelines.single import model_input_for_file
+    from storage.location import as_location, local_file
 
-    array = model_input_for_file(Path(source), modality, **options)
+    with local_file(as_location(source)) as path:
+        array = model_input_for_file(path, modality, **options)
     # video stays [clips,3,F,S,S]: with the batch axis it is the 6-D clip input both families accept
     return l2_normalize(encoder.encode(array[None]))[0]
 
@@ -96,7 +102,7 @@ def query_vector(queries: Sequence[Query], **options: Any) -> np.ndarray:
     return combine(vectors, [q.weight for q in queries])
 
 
-def search_store(dataset: str | Path, store_id: str, column: str, queries: Sequence[Query] | np.ndarray,
+def search_store(dataset: "str | Path | Location", store_id: str, column: str, queries: Sequence[Query] | np.ndarray,
                  k: int = 10, sample_ids: Sequence[str] | None = None, **options: Any) -> list[Hit]:
     """Top-k samples of `embeddings/<store_id>/` column `column` for one (combined) query, with
     their index fields. `queries` may also be a ready query vector."""
@@ -113,7 +119,7 @@ def search_store(dataset: str | Path, store_id: str, column: str, queries: Seque
             for rank, (sid, score) in enumerate(zip(hits_ids, scores[0]))]
 
 
-def _index_fields(dataset: str | Path, sample_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _index_fields(dataset: "str | Path | Location", sample_ids: list[str]) -> dict[str, dict[str, Any]]:
     import polars as pl
 
     from storage import scan_index

@@ -1,7 +1,8 @@
 """Polars summaries of a dataset: what `bindset demo` and `bindset inspect` print.
 
 Everything is a query over the Parquet index, rejects and embedding stores (no shard is opened), so
-inspecting a million-sample dataset takes seconds; all queries run in one ``collect_all``.
+inspecting a million-sample dataset takes seconds; all queries run in one ``collect_all``. The
+dataset may be a local path or an object-store URL: Polars scans the objects natively.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import polars as pl
 
 from storage import load_catalog, scan_index, scan_rejects
 from storage.embeddings import list_encoder_ids, scan_embeddings
+from storage.location import Location, as_location
 from storage.schema import QUALITY_COLUMNS
 
 
@@ -40,8 +42,8 @@ def _quality_rows(wide: pl.DataFrame) -> list[dict]:
     return out
 
 
-def dataset_summary(dataset: str | Path) -> dict:
-    root = Path(dataset)
+def dataset_summary(dataset: str | Path | Location) -> dict:
+    root = as_location(dataset)
     catalog = load_catalog(root)
     if catalog is None:
         raise FileNotFoundError(f"{root} is not a bindset dataset (no dataset.json)")
