@@ -267,8 +267,10 @@ class RayExecutor(Executor):
         workers = max(1, min(int(workers), len(items)))
         host = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=self.max_retries,
                           max_task_retries=self.max_retries)(_WorkerHost)
-        factory_ref = ray.put(factory)
-        actors = [host.remote(factory_ref) for _ in range(workers)]
+        # The factory goes inline with each actor's creation (it is small: a spec, a root, a few
+        # digests), not through the object store: a restart must not depend on an object that may
+        # have been released (Ray logs an error for that case).
+        actors = [host.remote(factory) for _ in range(workers)]
         try:
             idle = list(actors)
             pending = list(reversed(items))
