@@ -629,8 +629,9 @@ def default_cache() -> ShardCache:
     forked child makes its own)."""
     global _DEFAULT
     with _DEFAULT_LOCK:
-        if _DEFAULT is None or _DEFAULT._pid != os.getpid():
-            _DEFAULT = ShardCache()
+        if _DEFAULT is None or _DEFAULT._pid != os.getpid() or _DEFAULT.directory != default_cache_dir() \
+                or _DEFAULT.limit_bytes != default_limit_bytes():
+            _DEFAULT = ShardCache()  # the environment names another cache now
         return _DEFAULT
 
 
