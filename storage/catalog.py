@@ -30,9 +30,10 @@ def load_catalog(root: str | Path | Location) -> dict[str, Any] | None:
         return None
     catalog = json.loads(text)
     version = catalog.get("format_version")
-    if version != fmt.FORMAT_VERSION:
+    if version not in fmt.READABLE_FORMAT_VERSIONS:
         raise ValueError(
-            f"{path} has format_version {version!r}; this bindset reads version {fmt.FORMAT_VERSION}"
+            f"{path} has format_version {version!r}; this bindset reads versions "
+            f"{', '.join(map(str, fmt.READABLE_FORMAT_VERSIONS))}"
         )
     return catalog
 

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from storage.location import Location, as_location
 
-FORMAT_VERSION = 1
+# 2: every HDF5 chunk carries a Fletcher-32 checksum; the index footer records the shard's sha256.
+# Version 1 datasets (no checksums) stay readable; `bindset validate` names their shards.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 CATALOG_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"

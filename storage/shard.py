@@ -14,6 +14,8 @@ without downloading it first.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -83,6 +85,8 @@ class ShardWriter:
         self._h5: h5py.File | None = None
         self._rows: list[dict[str, Any]] = []
         self._rejects: list[dict[str, Any]] = []
+        self._dsets: dict[str, h5py.Dataset] = {}  # kept open: see commit()
+        self._guard: _WriteGuard | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> "ShardWriter":
@@ -94,9 +98,11 @@ class ShardWriter:
             self._tmp_dir = self.root / fmt.TMP_DIR / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self._tmp_dir.mkdir(parents=True)
         # track_order off and no timestamps: same inputs must give byte-identical files.
-        self._h5 = h5py.File(self._tmp_dir / f"{name}.h5", "w", libver="v110", track_order=False)
-        self._h5.attrs["format_version"] = fmt.FORMAT_VERSION
-        self._h5.attrs["shard_id"] = self.shard_id
+        with self._writing(self._h5_path()):
+            self._guard = _WriteGuard(self._h5_path())
+            self._h5 = _new_h5(self._guard)
+            self._h5.attrs["format_version"] = fmt.FORMAT_VERSION
+            self._h5.attrs["shard_id"] = self.shard_id
         return self
 
     def __enter__(self) -> "ShardWriter":
@@ -114,23 +120,37 @@ class ShardWriter:
             raise ValueError(f"shard {self.shard_id} is full ({self.capacity} rows)")
         for key, value in arrays.items():
             value = np.asarray(value)
-            if key not in h5:
-                h5.create_dataset(
-                    key,
-                    shape=(self.capacity, *value.shape),
-                    dtype=value.dtype,
-                    chunks=(1, *value.shape),
-                    track_times=False,
-                )
-            dset = h5[key]
+            dset = self._dsets.get(key)
+            if dset is None:
+                with self._writing(self._h5_path()):
+                    dset = self._dsets[key] = _create_chunked(h5, key, (self.capacity, *value.shape), value.dtype)
             if dset.shape[1:] != value.shape or dset.dtype != value.dtype:
                 raise ValueError(
                     f"sample {index_row.get('sample_id')!r}: {key} has shape {value.shape} {value.dtype}, "
                     f"shard expects {dset.shape[1:]} {dset.dtype}"
                 )
-            dset[row] = value
+            with self._writing(self._h5_path()):
+                dset[row] = value
         self._rows.append({**index_row, "shard": self.shard_id, "row": row})
         return row
+
+    def _h5_path(self) -> Path:
+        assert self._tmp_dir is not None
+        return self._tmp_dir / f"{fmt.shard_name(self.shard_id)}.h5"
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path | Location):
+        """Any failure to write (no space, file too large, I/O or object-store error) becomes one
+        ShardWriteError naming the shard, the file and the OS reason."""
+        try:
+            yield
+        except ShardWriteError:
+            raise
+        except (OSError, RuntimeError, pl.exceptions.PolarsError) as exc:
+            cause = self._guard.error if self._guard is not None and self._guard.error else exc
+            raise ShardWriteError(self.shard_id, path, cause) from exc
+        if self._guard is not None and self._guard.error is not None:
+            raise ShardWriteError(self.shard_id, path, self._guard.error)
 
     def reject(self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "") -> None:
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
@@ -148,20 +168,30 @@ class ShardWriter:
     def commit(self) -> ShardSummary:
         h5 = self._require_open()
         n = len(self._rows)
-        h5.close()
-        self._h5 = None
+        h5_path = self._h5_path()
+        with self._writing(h5_path):
+            # HDF5 writes chunks back lazily; a failed write-back during close or garbage collection is
+            # only printed ("Exception ignored"). Flushing while every handle is alive raises it here.
+            h5.flush()
+            self._dsets.clear()
+            self._h5 = None
+            h5.close()
+            self._guard.close()
         tmp = self._tmp_dir
         assert tmp is not None
         name = fmt.shard_name(self.shard_id)
-        h5_tmp = tmp / f"{name}.h5"
+        h5_tmp = h5_path
         if n < self.capacity:
-            h5_tmp = _trim_h5(h5_tmp, n)
+            with self._writing(h5_tmp):
+                h5_tmp = _trim_h5(h5_tmp, n)
         shard_sha256, shard_bytes = sha256_file(h5_tmp), h5_tmp.stat().st_size
         index_tmp = tmp / f"{name}.index.parquet"
-        index_frame(self._rows).write_parquet(index_tmp, statistics=True,
-                                              metadata=shard_file_metadata(shard_sha256, shard_bytes))
+        with self._writing(index_tmp):
+            index_frame(self._rows).write_parquet(index_tmp, statistics=True,
+                                                  metadata=shard_file_metadata(shard_sha256, shard_bytes))
         rejects_tmp = tmp / f"{name}.rejects.parquet"
-        reject_frame(self._rejects).write_parquet(rejects_tmp)
+        with self._writing(rejects_tmp):
+            reject_frame(self._rejects).write_parquet(rejects_tmp)
 
         summary = ShardSummary(
             shard_id=self.shard_id,
@@ -172,19 +202,28 @@ class ShardWriter:
             index_sha256=sha256_file(index_tmp),
             bytes_written=shard_bytes,
         )
-        publish_file(h5_tmp, fmt.shard_path(self.root, self.shard_id))
-        publish_file(rejects_tmp, fmt.rejects_path(self.root, self.shard_id))
-        publish_file(index_tmp, fmt.index_path(self.root, self.shard_id))  # the commit point
+        for local, final in ((h5_tmp, fmt.shard_path(self.root, self.shard_id)),
+                             (rejects_tmp, fmt.rejects_path(self.root, self.shard_id)),
+                             (index_tmp, fmt.index_path(self.root, self.shard_id))):  # the index last: the commit point
+            with self._writing(final):
+                publish_file(local, final)
         shutil.rmtree(tmp, ignore_errors=True)
         self._tmp_dir = None
         return summary
 
     def abort(self) -> None:
+        """Discard the attempt: nothing of it becomes visible. Never raises (it runs while another
+        error is on its way up), and closes HDF5 handles before their garbage collection could."""
+        self._dsets.clear()
         if self._h5 is not None:
             try:
                 self._h5.close()
+            except Exception:  # noqa: BLE001 - the write error that brought us here is the one to report
+                pass
             finally:
                 self._h5 = None
+        if self._guard is not None:
+            self._guard.close()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
@@ -193,6 +232,39 @@ class ShardWriter:
         if self._h5 is None:
             raise RuntimeError("ShardWriter is not open (call open() or use it as a context manager)")
         return self._h5
+
+
+class ShardWriteError(OSError):
+    """Writing a shard attempt failed; the attempt is discarded and nothing of it is committed."""
+
+    def __init__(self, shard_id: int, path: object, cause: BaseException):
+        self.shard_id = shard_id
+        self.path = str(path)
+        self.reason = os_reason(cause)
+        super().__init__(f"shard {fmt.shard_name(shard_id)}: cannot write {self.path}: {self.reason}")
+
+    def __reduce__(self):  # crosses process boundaries (Ray) with its message intact
+        return (_rebuild_write_error, (self.shard_id, self.path, self.reason))
+
+
+def _rebuild_write_error(shard_id: int, path: str, reason: str) -> "ShardWriteError":
+    return ShardWriteError(shard_id, path, OSError(reason))
+
+
+def os_reason(exc: BaseException) -> str:
+    """The operating system's words for a failed write ('No space left on device'), from an OSError or
+    from HDF5's and Parquet writers' longer messages; else the first line of the message."""
+    import errno as errno_module
+    import re
+
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        match = re.search(r"errno\s*=\s*(\d+)", str(exc))
+        code = int(match.group(1)) if match else None
+    if isinstance(code, int) and code in errno_module.errorcode:
+        return f"{os.strerror(code)} (errno {code}: {errno_module.errorcode[code]})"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 SHARD_SHA256_KEY = "bindset.shard_sha256"
@@ -234,22 +306,100 @@ def _trim_h5(path: Path, n: int) -> Path:
     """Copy the first ``n`` rows into a fresh file: fixed-size datasets cannot shrink in place,
     and a copy keeps the file free of the unused preallocated chunks."""
     trimmed = path.with_name(path.stem + ".trim.h5")
-    with h5py.File(path, "r") as src, h5py.File(trimmed, "w", libver="v110", track_order=False) as dst:
-        for k, v in src.attrs.items():
-            dst.attrs[k] = v
-        for key in _dataset_keys(src):
-            s = src[key]
-            d = dst.create_dataset(
-                key,
-                shape=(n, *s.shape[1:]),
-                dtype=s.dtype,
-                chunks=(1, *s.shape[1:]),
-                track_times=False,
-            )
-            if n:
-                d[...] = s[:n]
+    guard = _WriteGuard(trimmed)
+    try:
+        with h5py.File(path, "r") as src, _new_h5(guard) as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for key in _dataset_keys(src):
+                s = src[key]
+                d = _create_chunked(dst, key, (n, *s.shape[1:]), s.dtype)
+                if n:
+                    d[...] = s[:n]
+    finally:
+        guard.close()
+    if guard.error is not None:
+        raise guard.error
     path.unlink()
     return trimmed
+
+
+def _new_h5(guard: "_WriteGuard") -> h5py.File:
+    # track_order off and no timestamps: same inputs must give byte-identical files.
+    return h5py.File(guard, "w", libver="v110", track_order=False)
+
+
+class _WriteGuard(io.RawIOBase):
+    """The file HDF5 writes a shard through (h5py's file-object driver).
+
+    When the disk is full or a file-size limit is hit, HDF5's own driver reports the failure from
+    places that cannot raise (chunk write-back on close or garbage collection: "Exception ignored"),
+    later writes see a corrupt file, and the library crashes at interpreter exit (a segfault,
+    reproduced with h5py 3.16 alone). Here the first failed write is kept and every later write is
+    dropped while HDF5 is told it succeeded, so the library stays consistent; the writer then raises
+    the kept error and discards the attempt (the file is garbage by then, and is never published)."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "w+b", buffering=0)
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._fh.readinto(buffer)
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                written = self._fh.write(data)
+                if written is not None and written < len(data):  # a short write: finish it or fail
+                    written += self._fh.write(memoryview(data)[written:]) or 0
+                return written
+            except OSError as exc:
+                self.error = exc
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self._fh.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return size if size is not None else self.tell()
+
+    def flush(self) -> None:
+        if self.error is None and not self._fh.closed:
+            try:
+                os.fsync(self._fh.fileno())  # the publish step renames only durable bytes
+            except OSError as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        super().close()
+
+
+def _create_chunked(h5: h5py.File, key: str, shape: tuple[int, ...], dtype) -> h5py.Dataset:
+    """One sample per chunk (the loader reads one chunk per sample), each chunk with a Fletcher-32
+    checksum: a flipped bit on disk or in transit fails the read of that sample instead of feeding
+    training a wrong tensor. Fletcher-32 is HDF5's own filter (no plugin a reader could lack) and
+    costs one pass of additions per chunk (bench/bench_checksums.py)."""
+    return h5.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), fletcher32=True,
+                             track_times=False)
 
 
 def _count_reasons(rejects: list[dict[str, Any]]) -> dict[str, int]:
@@ -258,6 +408,11 @@ def _count_reasons(rejects: list[dict[str, Any]]) -> dict[str, int]:
         key = f"{r['stage']}:{r['error_type']}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
+
+
+# Imported with the reader, not on first fetch: its at-fork hook must be registered before any
+# process forks (a DataLoader worker forked earlier would not know obstore is unusable in it).
+from storage import cache as _shard_cache  # noqa: E402,F401
 
 
 class ShardReader:
