@@ -1,6 +1,7 @@
-"""Executors: where shard builds run. ``LocalExecutor`` in-process; ``RayExecutor`` on a Ray cluster."""
+"""Executors: where shard builds and stateful workers (encoders) run. ``LocalExecutor`` in-process;
+``RayExecutor`` on a Ray cluster (tasks for shards, an actor pool for workers, one connection)."""
 
-from pipelines.executors.base import Executor
+from pipelines.executors.base import Executor, WorkerFactory
 from pipelines.executors.local import LocalExecutor
 from pipelines.executors.progress import ShardProgress
 
@@ -16,4 +17,4 @@ def create_executor(name: str = "ray", ray_address: str | None = None, **options
     raise ValueError(f"unknown executor {name!r}; choose 'ray' or 'local'")
 
 
-__all__ = ["Executor", "LocalExecutor", "ShardProgress", "create_executor"]
+__all__ = ["Executor", "LocalExecutor", "ShardProgress", "WorkerFactory", "create_executor"]
