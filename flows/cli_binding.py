@@ -9,6 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flows.runtime import check_read, check_write, local_only, root_arg
+
+#: `bindset train --modality` choices; equal to pipelines.train.BINDABLE (a test checks), written out
+#: so that building the parser does not import torch
+BINDABLE = ("audio", "depth", "thermal", "imu")
+
 #: where `--classes` / `--sample-ids` may be given inline instead of as a file
 _LIST_SEPARATOR = ","
 
@@ -19,8 +25,8 @@ _LIST_SEPARATOR = ","
 
 def add_report(sub) -> None:
     p = sub.add_parser("report", help="write a static HTML report (contact sheet, quality histograms) of a dataset")
-    p.add_argument("dataset", type=Path)
-    p.add_argument("--out", required=True, type=Path, help="directory for index.html and its PNGs")
+    p.add_argument("dataset", help="dataset directory or URL")
+    p.add_argument("--out", required=True, help="directory or URL for index.html and its PNGs")
     p.add_argument("-n", type=int, default=8, help="random samples on the contact sheet (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample choice")
     p.set_defaults(func=cmd_report)
@@ -29,8 +35,11 @@ def add_report(sub) -> None:
 def cmd_report(args) -> int:
     from pipelines.report import write_report
 
-    page = write_report(args.dataset, args.out, n=args.n, seed=args.seed)
-    print(f"report: {page.resolve()}")
+    dataset, out = root_arg(args.dataset), root_arg(args.out)
+    check_read(dataset, "dataset")
+    check_write(out, "--out")
+    page = write_report(dataset, out, n=args.n, seed=args.seed)
+    print(f"report: {page.resolve() if isinstance(page, Path) else page}")
     return 0
 
 
@@ -39,14 +48,12 @@ def cmd_report(args) -> int:
 
 
 def add_train(sub) -> None:
-    from pipelines.train import BINDABLE
-
     p = sub.add_parser("train", help="bind a modality to frozen image embeddings of a store (symmetric InfoNCE)")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help="dataset directory or URL")
     p.add_argument("--modality", required=True, choices=BINDABLE)
     p.add_argument("--target", required=True, metavar="ENCODER_ID", help="embedding store of the frozen image vectors")
     p.add_argument("--target-column", default="image", help="store column holding the target vectors (default image)")
-    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, losses; resumed if it exists)")
+    p.add_argument("--out", required=True, help="local run directory (checkpoints, losses; resumed if it exists)")
     p.add_argument("--model", default="tiny", help='ImageBind size ("tiny", "huge") or a config TOML (default tiny)')
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
@@ -67,19 +74,21 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    dataset, out = root_arg(args.dataset), local_only(args.out, "train --out")
+    check_read(dataset, "dataset")
     from pipelines.train import TrainConfig, load_binding_encoder, train_binding
 
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, temperature=args.temperature, seed=args.seed,
                          target_column=args.target_column, split=args.split, clips=args.clips,
                          init_checkpoint=args.init_checkpoint, device=args.device, progress=not args.no_progress)
-    result = train_binding(args.dataset, args.modality, args.target, args.out, config, resume=not args.no_resume)
+    result = train_binding(dataset, args.modality, args.target, out, config, resume=not args.no_resume)
     print("\n".join(result.lines()))
     if args.embed:
         from pipelines.evaluate import embed_modality
 
         encoder = load_binding_encoder(result.out_dir, device=args.device)
-        store = embed_modality(args.dataset, encoder, args.modality, progress=not args.no_progress)
+        store = embed_modality(dataset, encoder, args.modality, progress=not args.no_progress)
         print(f"embedded {args.modality} into store {store}")
     return 0
 
@@ -140,7 +149,7 @@ def openclip_config_beside(name: str, checkpoint: str | None) -> None:
 
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot classification and cross-modal retrieval Recall@k from embedding stores")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", help="dataset directory or URL")
     p.add_argument("--retrieval", nargs=2, metavar=("QUERY", "GALLERY"),
                    help="STORE_ID:COLUMN of the queries and of the gallery, e.g. IMG_STORE:image AUDIO_STORE:audio")
     p.add_argument("-k", type=int, nargs="+", default=[1, 5, 10], help="recall cut-offs (default 1 5 10)")
@@ -160,6 +169,8 @@ def cmd_eval(args) -> int:
 
     if not args.retrieval and not args.zero_shot:
         raise ValueError("give --retrieval QUERY GALLERY and/or --zero-shot STORE_ID:COLUMN")
+    args.dataset = root_arg(args.dataset)
+    check_read(args.dataset, "dataset")
     sample_ids = _read_list(args.sample_ids)
     results: dict[str, dict] = {}
     lines: list[str] = []
@@ -209,7 +220,7 @@ def _broadcast(values: list[str] | None, n: int, what: str) -> list[str | None]:
     return list(values)
 
 
-def require_store(dataset: Path, store: str) -> None:
+def require_store(dataset: Path | str, store: str) -> None:
     """A store id that names no store of the dataset: say which ones exist."""
     from storage.embeddings import list_encoder_ids
 
@@ -218,7 +229,7 @@ def require_store(dataset: Path, store: str) -> None:
         raise ValueError(f"{dataset} has no embedding store {store!r}; it has: {', '.join(stores) or 'none'}")
 
 
-def _default_column(dataset: Path, store: str) -> str:
+def _default_column(dataset: Path | str, store: str) -> str:
     from storage import scan_embeddings
 
     require_store(dataset, store)
@@ -235,7 +246,7 @@ def add_search(sub) -> None:
     p.add_argument("query", nargs="+", help="query file(s); for --modality text, the text itself")
     p.add_argument("--modality", nargs="+", required=True, choices=QUERY_MODALITIES,
                    help="modality of each query (one for all, or one per query)")
-    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--dataset", required=True, help="dataset directory or URL")
     p.add_argument("--store", required=True, metavar="ENCODER_ID", help="embedding store to search")
     p.add_argument("--column", help="store column to search (default: the store's only column)")
     p.add_argument("--encoder", nargs="+", required=True,
@@ -250,6 +261,8 @@ def add_search(sub) -> None:
 
 
 def cmd_search(args) -> int:
+    args.dataset = root_arg(args.dataset)
+    check_read(args.dataset, "dataset")
     from pipelines.search import Query, load_encoder, search_store
 
     n = len(args.query)

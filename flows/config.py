@@ -1,8 +1,11 @@
 """A dataset build described in a TOML file, validated with errors that name the bad key.
 
+Every root (``dataset.out``, ``sources[].root``, ``encoders[].checkpoint``) is a local path (relative
+to the TOML file) or a URL (``s3://``, ``gs://``, ``az://``, ``file://``).
+
 ```toml
 [dataset]
-out = "/data/shards/sunrgbd"
+out = "/data/shards/sunrgbd"  # or "s3://bucket/shards/sunrgbd"
 shard_size = 256
 
 [[sources]]
@@ -14,8 +17,13 @@ name = "sun"                  # optional; also: split, options = {depth_dir = "d
 max_depth_m = 10.0
 
 [executor]
-kind = "ray"                  # or "local"
+kind = "auto"                 # default: Ray when a cluster is configured or the build is large,
+                              # else in-process; "ray" or "local" to choose
 address = "ray://head:10001"  # optional; default RAY_ADDRESS, else a local Ray
+max_in_flight = 64            # optional; default 2 x the cluster's CPUs
+
+[storage]                     # object-store options (obstore / Polars keys), under --storage-option
+options = { aws_region = "eu-west-1", aws_endpoint = "http://127.0.0.1:9000", aws_allow_http = true }
 
 [[encoders]]                  # run after the build (embed-backfill of what is missing)
 name = "openclip:ViT-B-32"
@@ -31,24 +39,36 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _url_or_path(value: str) -> str:
+    """A malformed URL is an error of its key, not of the build that would mangle it later."""
+    from storage.location import as_location
+
+    as_location(value)
+    return value
+
+
+Root = Annotated[str, AfterValidator(_url_or_path)]
+
+
 class DatasetSection(_Strict):
-    out: Path
+    out: Root
     shard_size: int = Field(256, gt=0)
     overwrite: bool = False
 
 
 class SourceSection(_Strict):
     layout: str
-    root: Path
+    root: Root
     name: str | None = None
     split: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
@@ -64,14 +84,14 @@ class SourceSection(_Strict):
 
 
 class ExecutorSection(_Strict):
-    kind: Literal["ray", "local"] = "ray"
+    kind: Literal["auto", "ray", "local"] = "auto"
     address: str | None = None
     max_in_flight: int | None = Field(None, gt=0)
 
 
 class EncoderSection(_Strict):
     name: str
-    checkpoint: Path | None = None
+    checkpoint: Root | None = None
     modalities: list[str] | None = None
     #: no checkpoint: a seeded random init. Must be asked for (random vectors look like real ones).
     random_weights: bool = False
@@ -89,6 +109,14 @@ class ScheduleSection(_Strict):
     timezone: str = "UTC"
 
 
+class StorageSection(_Strict):
+    #: obstore/Polars storage options (``aws_region``, ``aws_endpoint``, ``aws_allow_http``...)
+    options: dict[str, str | bool | int | float] = Field(default_factory=dict)
+
+    def strings(self) -> dict[str, str]:
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in self.options.items()}
+
+
 class RunConfig(_Strict):
     dataset: DatasetSection
     sources: list[SourceSection] = Field(min_length=1)
@@ -96,6 +124,7 @@ class RunConfig(_Strict):
     executor: ExecutorSection = ExecutorSection()
     encoders: list[EncoderSection] = Field(default_factory=list)
     schedule: ScheduleSection = ScheduleSection()
+    storage: StorageSection = StorageSection()
 
     def build_config(self):
         from pipelines.config import BuildConfig
@@ -113,38 +142,119 @@ class RunConfig(_Strict):
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad config: one line naming the file, the key and the value."""
 
 
 def _location(loc: tuple) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
 
 
+def _problem(error: dict) -> str:
+    where = _location(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{where}: missing"
+    value = error.get("input")
+    if isinstance(value, (dict, list)) and error["type"] != "extra_forbidden":
+        return f"{where}: {message}"
+    return f"{where} = {value!r}: {message}"
+
+
 def parse_run_config(data: dict[str, Any], origin: str = "config") -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"{origin}: {problems}") from None
     try:
         config.build_config()  # preprocessing overrides name their own bad keys
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: preprocess: {exc}") from None
     return config
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    path = Path(path)
+def read_text(path: str | Path) -> str:
+    """A config file's text: a local file or an object (``s3://.../nightly.toml``)."""
+    from storage.location import as_location
+
+    location = as_location(str(path))
     try:
-        data = tomllib.loads(path.read_text())
+        return location.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+
+
+def load_overrides(path: str | Path) -> dict[str, Any]:
+    """``bindset build --config``: preprocessing overrides from TOML (or JSON), checked here so a bad
+    key names this file."""
+    import json
+
+    text = read_text(path)
+    try:
+        data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'TOML'} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of modality settings")
+    from pipelines.config import BuildConfig
+
+    try:
+        BuildConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return data
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    from storage.location import ObjectPath, as_location, is_url
+
+    location = as_location(str(path))
+    text = read_text(path)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     # Relative paths in the file are relative to the file, not to wherever the command runs.
-    base = path.resolve().parent
-    for section, key in (("dataset", "out"),):
-        if isinstance(data.get(section, {}).get(key), str):
-            data[section][key] = str(base / data[section][key])
+    base = location.parent if isinstance(location, ObjectPath) else Path(location).resolve().parent
+
+    def rebase(table: Any, key: str) -> None:
+        if isinstance(table, dict) and isinstance(table.get(key), str) and not is_url(table[key]):
+            table[key] = str(base / Path(table[key]).expanduser())
+
+    rebase(data.get("dataset"), "out")
     for src in data.get("sources", []) or []:
-        if isinstance(src, dict) and isinstance(src.get("root"), str):
-            src["root"] = str(base / src["root"])
+        rebase(src, "root")
+    for enc in data.get("encoders", []) or []:
+        rebase(enc, "checkpoint")
     return parse_run_config(data, str(path))
+
+
+def check_locations(run: RunConfig, origin: str = "config") -> None:
+    """Every root of the config can be used, before anything starts: source roots exist (URLs: the
+    bucket answers these credentials), the output root can be written, checkpoints exist. The error
+    names the key."""
+    from flows.runtime import check_read, check_write
+
+    checks = [(f"sources[{i}].root", s.root, check_read) for i, s in enumerate(run.sources)]
+    checks.append(("dataset.out", run.dataset.out, check_write))
+    checks += [(f"encoders[{i}].checkpoint", e.checkpoint, _check_file) for i, e in enumerate(run.encoders)
+               if e.checkpoint]
+    for key, value, check in checks:
+        try:
+            check(value, key)
+        except OSError as exc:  # StoreError is one: missing bucket, no credentials, denied
+            message = str(exc)
+            if not message.startswith(key):
+                message = f"{key} = {value!r}: {message}"
+            raise ConfigError(f"{origin}: {message}") from None
+
+
+def _check_file(value: str, what: str) -> None:
+    from storage.location import as_location
+
+    if not as_location(value).is_file():
+        raise FileNotFoundError(f"{what} {value} does not exist")

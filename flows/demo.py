@@ -14,10 +14,11 @@ from pipelines.synth import synthesize
 DEMO_LAYOUTS = ("sunrgbd", "llvip", "image-text")
 
 
-def run_demo(out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, executor: str = "ray",
+def run_demo(out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, executor: str = "auto",
              use_prefect: bool = True) -> str:
-    """Synthesize, then build through the ``build-dataset`` Prefect flow on Ray (the embedded
-    defaults: Prefect's ephemeral mode and a local Ray), or the plain path without Prefect."""
+    """Synthesize, then build through the ``build-dataset`` Prefect flow (a temporary Prefect server;
+    ``auto``: in-process for the demo's few samples, Ray with ``executor="ray"``), or the plain path
+    without Prefect."""
     out = Path(out).resolve()
     sources = []
     for i, layout in enumerate(DEMO_LAYOUTS):
@@ -34,13 +35,14 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, 
 
         result = build_dataset_flow(config=run_config)
         lines = [f"built {result['stored']} samples ({result['rejected']} rejected) in {result['seconds']:.1f} s "
-                 "through the build-dataset Prefect flow"]
+                 f"through the build-dataset Prefect flow; executor {result['executor']}"]
     else:
-        from pipelines.executors import create_executor
+        from flows.executor_choice import AutoExecutor
 
+        chosen = AutoExecutor(executor)
         report = build_dataset([create_source(s["layout"], s["root"], name=s["name"]) for s in sources], dataset,
-                               BuildConfig(shard_size=8), executor=create_executor(executor), progress=progress)
-        lines = report.lines()
+                               BuildConfig(shard_size=8), executor=chosen, progress=progress)
+        lines = [*report.lines(), f"executor: {chosen.description}"]
     return "\n".join(
         [
             *lines,

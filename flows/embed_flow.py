@@ -20,7 +20,10 @@ def embed_task(dataset: str, spec: EncoderSpec, executor: str, ray_address: str 
 def embed_backfill_flow(dataset: str, encoder: str, checkpoint: str | None = None,
                         modalities: list[str] | None = None, executor: str = "ray",
                         ray_address: str | None = None, actors: int | None = None) -> dict:
+    from flows.executor_choice import embed_executor_kind
+
     spec = EncoderSpec(encoder, checkpoint, tuple(modalities or ("image",)))
+    executor = embed_executor_kind(executor, ray_address)
     report = embed_task(dataset, spec, executor, ray_address, actors)
     for line in report.lines():
         get_run_logger().info(line)

@@ -4,7 +4,7 @@ server, and list deployments and recent runs (``bindset schedule``, ``bindset fl
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def serve_build(config_path: str | Path, cron: str, name: str | None = None, timezone: str = "UTC") -> None:
@@ -15,15 +15,15 @@ def serve_build(config_path: str | Path, cron: str, name: str | None = None, tim
     from prefect.deployments.runner import EntrypointType
     from prefect.settings import PREFECT_API_URL
 
-    from flows.build_flow import build_dataset_flow
+    from flows.build_flow import build_dataset_flow, config_path_parameter
     from flows.config import load_run_config
 
     load_run_config(config_path)  # fail now, not at 3 a.m.
     if not PREFECT_API_URL.value():
         raise RuntimeError("scheduling needs a Prefect server: start `prefect server start` and set PREFECT_API_URL")
-    path = str(Path(config_path).resolve())
+    path = config_path_parameter(config_path)
     build_dataset_flow.serve(
-        name=name or Path(config_path).stem,
+        name=name or PurePosixPath(str(config_path)).stem,
         schedule=CronSchedule(cron=cron, timezone=timezone),
         parameters={"config_path": path},
         description=f"dataset build of {path}",
@@ -37,11 +37,13 @@ def serve_backfill(dataset: str, encoder: str, cron: str, checkpoint: str | None
     from prefect.deployments.runner import EntrypointType
 
     from flows.embed_flow import embed_backfill_flow
+    from flows.runtime import root_arg
 
+    dataset = str(root_arg(dataset, resolve=True))
     embed_backfill_flow.serve(
-        name=name or f"backfill-{Path(dataset).name}",
+        name=name or f"backfill-{PurePosixPath(dataset.rstrip('/')).name}",
         schedule=CronSchedule(cron=cron, timezone=timezone),
-        parameters={"dataset": str(Path(dataset).resolve()), "encoder": encoder, "checkpoint": checkpoint},
+        parameters={"dataset": dataset, "encoder": encoder, "checkpoint": checkpoint},
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
