@@ -493,7 +493,10 @@ def store_error(location: ObjectPath, exc: BaseException) -> StoreError:
     text = str(exc)
     first = _first_line(exc)
     where = f"{location.scheme}://{location.bucket}"
-    if "169.254.169.254" in text or "credential" in text.lower() or "Unauthenticated" in type(exc).__name__:
+    # With no keys the chain falls through to the instance-metadata service (169.254.169.254, or
+    # AWS_METADATA_ENDPOINT): its failure means "no credentials", not "unreachable store".
+    if ("169.254.169.254" in text or "/latest/api/token" in text or "/latest/meta-data" in text
+            or "credential" in text.lower() or "Unauthenticated" in type(exc).__name__):
         return StoreError(f"no credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a "
                           f"profile, web identity or instance role) or pass --storage-option ({first[:160]})")
     if "NoSuchBucket" in text or ("404" in text and "list" in text.lower()):

@@ -136,14 +136,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def loopback_ray_cluster(cpus_per_node: int = 1):
-    """Head + one worker node started with ``ray start`` on 127.0.0.1, the driver connected; yields
-    the address. Each node takes its environment from this process when it starts (so start the S3
-    server first when the nodes need it), as cloud nodes take theirs from their own role."""
+def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None,
+                         worker_resources: dict | None = None):
+    """Head + one worker node on 127.0.0.1, the driver connected; yields the address.
+
+    Each node is a ``ray start --block`` process this helper owns and stops by its pid (``ray stop``
+    would stop every Ray on the machine). Each node takes its environment when it starts (start the S3
+    server first when the nodes need it), as cloud nodes take theirs from their own role;
+    ``worker_env`` replaces the worker node's environment (e.g. one without credentials)."""
     import contextlib
+    import json
+    import socket
     import subprocess
     import sys
     import time
+
+    def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            assert proc.poll() is None and time.monotonic() < deadline, "Ray head did not start"
+            time.sleep(0.2)
 
     @contextlib.contextmanager
     def cluster():
@@ -151,25 +166,35 @@ def loopback_ray_cluster(cpus_per_node: int = 1):
         ray_cli = str(Path(sys.executable).with_name("ray"))
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         port = _free_port()
-        common = [f"--num-cpus={cpus_per_node}", "--object-store-memory=100000000", "--disable-usage-stats",
-                  "--node-ip-address=127.0.0.1"]
-        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       env=env, check=True, capture_output=True)
+        common = ["--block", f"--num-cpus={cpus_per_node}", "--object-store-memory=100000000",
+                  "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+        extra = ["--resources", json.dumps(worker_resources)] if worker_resources else []
+        procs: list[subprocess.Popen] = []
+        if ray.is_initialized():
+            ray.shutdown()
         try:
-            subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True,
-                           capture_output=True)
+            procs.append(subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                                           *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_for_port(port, procs[0])
+            worker = {**(worker_env if worker_env is not None else env), "RAY_AUTH_MODE": "disabled"}
+            procs.append(subprocess.Popen([ray_cli, "start", f"--address=127.0.0.1:{port}", *extra, *common],
+                                          env=worker, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             os.environ["RAY_AUTH_MODE"] = "disabled"
             address = f"127.0.0.1:{port}"
-            if ray.is_initialized():
-                ray.shutdown()
             ray.init(address=address, configure_logging=False, log_to_driver=False)
             deadline = time.monotonic() + 60
             while len([n for n in ray.nodes() if n["Alive"]]) < 2:
                 assert time.monotonic() < deadline, "second Ray node did not join"
-                time.sleep(0.5)
+                time.sleep(0.3)
             yield address
         finally:
             ray.shutdown()
-            subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
     return cluster()

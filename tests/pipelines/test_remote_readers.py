@@ -3,11 +3,6 @@ they give on the same dataset built locally; validate catches a corrupted shard 
 executor's reachability check names the node that has no credentials for the bucket."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -132,65 +127,22 @@ def test_report_from_and_to_s3_equals_the_local_report(twins, s3_server, tmp_pat
 
 # -- reachability from every node, with each node's own credentials --------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        assert proc.poll() is None and time.monotonic() < deadline, "Ray head did not start"
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def cluster_with_a_node_without_credentials(s3_server):
     """Head (with the bucket's credentials) + one worker node started without any: no keys in its
     environment and the instance-metadata fallback pointed at a closed loopback port (a cloud node
-    without an instance role; nothing leaves this machine). Both nodes are ``ray start --block``
-    processes this fixture owns and stops by their ids."""
-    ray = pytest.importorskip("ray")
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    base = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    bare = {k: v for k, v in base.items()
+    without an instance role; nothing leaves this machine)."""
+    import ray
+    from conftest import _free_port, loopback_ray_cluster
+
+    bare = {k: v for k, v in os.environ.items()
             if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
     bare.update(AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
-                AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent")
-    port = _free_port()
-    common = ["--block", "--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats",
-              "--node-ip-address=127.0.0.1"]
-    procs = []
-    if ray.is_initialized():
-        ray.shutdown()
-    try:
-        procs.append(subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                                       *common], env=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_for_port(port, procs[0])
-        procs.append(subprocess.Popen([ray_cli, "start", f"--address=127.0.0.1:{port}", "--resources",
-                                       '{"no_credentials": 1}', *common], env=bare, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        ray.init(address=f"127.0.0.1:{port}", configure_logging=False, log_to_driver=False)
-        deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.monotonic() < deadline, "the second Ray node did not join"
-            time.sleep(0.3)
+                AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
+                RAY_USAGE_STATS_ENABLED="0")
+    with loopback_ray_cluster(worker_env=bare, worker_resources={"no_credentials": 1}) as address:
         bare_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "no_credentials" in n["Resources"])
-        yield f"127.0.0.1:{port}", bare_node
-    finally:
-        ray.shutdown()
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        yield address, bare_node
 
 
 def test_check_root_reachable_names_the_node_without_credentials(cluster_with_a_node_without_credentials,
@@ -205,7 +157,7 @@ def test_check_root_reachable_names_the_node_without_credentials(cluster_with_a_
     assert "not reachable from every Ray node" in message and "\n" not in message
     # The node is named with its one-line reason: with no keys, the credential chain fell through to
     # the instance-metadata lookup, which found no role.
-    assert f"{bare_node[:12]} (" in message and "latest/api/token" in message
+    assert f"{bare_node[:12]} (" in message and "no credentials for s3://" in message
     import ray
 
     head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != bare_node)
