@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def _start_s3() -> subprocess.Popen:
             time.sleep(0.2)
     os.environ.update(S3_ENV)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the server
     return proc
 
 

@@ -263,23 +263,24 @@ class ShardCache:
     def _fetch(self, shard: RemoteShard, best_effort: bool) -> bool:
         """Make sure the shard is cached (fetching it, or waiting for another fetcher). Returns False
         when ``best_effort`` and there was no room or someone else is fetching it."""
-        started = time.monotonic()
+        no_room_since: float | None = None  # waiting for another fetcher of this shard is not "no room"
         while True:
             with _Locked(self.directory / ".lock"):
                 if self.path_of(shard).exists():
                     return True
-                if _live_part(self.directory, shard.sha256):
-                    reserved = None
-                else:
-                    reserved = self._reserve(shard, best_effort)
+                fetching = _live_part(self.directory, shard.sha256)
+                reserved = None if fetching else self._reserve(shard, best_effort)
             if reserved is not None:
                 self._download_into(shard, *reserved)
                 return True
             if best_effort:
                 return False
-            if not _live_part(self.directory, shard.sha256):
+            if fetching:
+                no_room_since = None
+            else:
                 self._check_not_self_blocked(shard)
-            if time.monotonic() - started > self.wait_seconds:
+                no_room_since = time.monotonic() if no_room_since is None else no_room_since
+            if no_room_since is not None and time.monotonic() - no_room_since > self.wait_seconds:
                 raise CacheFullError(
                     f"{shard.label}: no room in the cache ({self.directory}, limit {self.limit_bytes} bytes) "
                     f"after {self.wait_seconds:.0f} s: every cached shard is open in some reader. Each reader "
@@ -336,9 +337,7 @@ class ShardCache:
         final = self.path_of(shard)
         try:
             if _FORKED:
-                if self._fetcher is None:
-                    self._fetcher = _HelperFetcher()
-                sha, size, requests = self._fetcher.fetch(shard, part)
+                sha, size, requests = self._helper().fetch(shard, part)
             else:
                 sha, size, requests = _download(shard.url, shard.options, fd, shard.size)
             self._count("requests", requests)
@@ -354,6 +353,12 @@ class ShardCache:
             raise
         finally:
             os.close(fd)  # drops the exclusive lock: waiters see the final file
+
+    def _helper(self) -> "_HelperFetcher":
+        with self._state_lock:  # the prefetch thread and the reader may both need it first
+            if self._fetcher is None:
+                self._fetcher = _HelperFetcher()
+            return self._fetcher
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._state_lock:
@@ -644,12 +649,10 @@ def read_object(url: str, options: dict[str, str], fetcher_owner: ShardCache | N
         return ObjectPath(url, options).read_bytes()
     owner = fetcher_owner if fetcher_owner is not None else default_cache()
     owner._after_fork_reset()
-    if owner._fetcher is None:
-        owner._fetcher = _HelperFetcher()
     fd, tmp = tempfile.mkstemp(prefix="bindset-object-")
     os.close(fd)
     try:
-        owner._fetcher.fetch_any(url, options, Path(tmp))
+        owner._helper().fetch_any(url, options, Path(tmp))
         return Path(tmp).read_bytes()
     finally:
         os.unlink(tmp)

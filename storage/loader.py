@@ -423,6 +423,8 @@ class ShardDataset(IterableDataset):
         upcoming = shards[np.sort(first)].tolist()  # shards in order of first use
         rank_of = {s: k for k, s in enumerate(upcoming)}
         cache = self._make_cache() if is_remote(self.root) else None
+        if cache is not None:
+            self._check_cache_room(shards, last_use, cache.limit_bytes)
         pool = ShardReaderPool(self.root, self.max_open_shards, cache=cache, catalog=self._catalog)
         vectors: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         try:
@@ -438,6 +440,28 @@ class ShardDataset(IterableDataset):
             pool.close()
             if cache is not None:
                 cache.close()
+
+    def _check_cache_room(self, shards: np.ndarray, last_use: dict[int, int], limit: int) -> None:
+        """Warn when this rank's workers may together need more open shards than the cache holds:
+        they would then wait for each other (and give up with CacheFullError after a while)."""
+        entries = self._catalog.get("shards", {})
+        size = {s: int(entries.get(f"{s:05d}", {}).get("bytes") or 0) for s in last_use}
+        open_bytes = peak = 0
+        seen: set[int] = set()
+        for i, shard in enumerate(shards.tolist()):
+            if shard not in seen:
+                seen.add(shard)
+                open_bytes += size[shard]
+                peak = max(peak, open_bytes)
+            if last_use[shard] == i:
+                open_bytes -= size[shard]
+        info = get_worker_info()
+        workers = info.num_workers if info is not None else 1
+        if workers * peak > limit:
+            warnings.warn(f"{self.root}: a worker keeps up to {peak} bytes of shards open at once; {workers} worker(s) "
+                          f"may need {workers * peak} bytes, more than the cache limit of {limit} bytes. Raise "
+                          f"cache_limit_bytes or lower buffer_shards, or workers will wait for each other",
+                          stacklevel=2)
 
     def _remote_shard(self, shard_id: int):
         from storage.cache import remote_shard

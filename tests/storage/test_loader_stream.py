@@ -132,6 +132,18 @@ def test_resume_from_a_mid_epoch_state_yields_exactly_the_remaining_batches(s3_d
     assert uneven
 
 
+def test_resume_with_persistent_workers_in_the_same_process(s3_ds, tmp_path):
+    ds = ShardDataset(s3_ds, seed=6, cache_dir=tmp_path / "cache", modalities=["image"])
+    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate, persistent_workers=True)
+    ds.set_epoch(0)
+    full = [b["sample_id"] for b in loader]
+    state = ds.state_dict(2, loader)
+    ds.set_epoch(1)
+    assert len([b for b in loader]) == len(full)  # another epoch on the same workers
+    ds.load_state_dict(state)  # the workers see it through shared memory
+    assert [b["sample_id"] for b in loader] == full[2:]
+
+
 def test_resume_without_workers_and_refusals(s3_ds, tmp_path):
     ds = ShardDataset(s3_ds, seed=1, shuffle=True, cache_dir=tmp_path / "cache", modalities=["image"])
     order = [s["sample_id"] for s in ds]
@@ -180,7 +192,8 @@ def test_cache_refuses_what_cannot_fit_naming_the_sizes(s3_ds, shard_bytes, tmp_
     # One shard fits, but a window of two open shards cannot: refused at once, not a deadlock.
     ds = ShardDataset(s3_ds, cache_dir=tmp_path / "one", cache_limit_bytes=biggest, buffer_shards=2,
                       modalities=["image"])
-    with pytest.raises(CacheFullError, match="shards this process has open"):
+    with pytest.raises(CacheFullError, match="shards this process has open"), \
+            pytest.warns(UserWarning, match="more than the cache limit"):
         list(ds)
 
 
