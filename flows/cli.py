@@ -71,8 +71,10 @@ def cmd_build(args) -> int:
         "preprocess": load_overrides(args.config) if args.config else {},
         "executor": {"kind": args.executor, "address": args.ray_address},
     }
-    run = parse_run_config(run_config, "bindset build")
-    check_locations(run, "bindset build")
+    names = {"dataset.out": "--out", "sources[0].root": "SOURCE", "dataset.shard_size": "--shard-size",
+             "executor.address": "--ray-address", "preprocess": f"--config {args.config}"}
+    run = parse_run_config(run_config, None, names)
+    check_locations(run, None, names)
     if args.no_prefect:
         from flows.plain import run_plain
 

@@ -111,7 +111,15 @@ class ScheduleSection(_Strict):
 
 class StorageSection(_Strict):
     #: obstore/Polars storage options (``aws_region``, ``aws_endpoint``, ``aws_allow_http``...)
-    options: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _scalars(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for key, value in options.items():
+            if not isinstance(value, (str, bool, int, float)):
+                raise ValueError(f"{key} = {value!r}: expected a string, number or boolean")
+        return options
 
     def strings(self) -> dict[str, str]:
         return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in self.options.items()}
@@ -149,27 +157,38 @@ def _location(loc: tuple) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
 
 
-def _problem(error: dict) -> str:
+def _problem(error: dict, names: dict[str, str]) -> str:
     where = _location(error["loc"])
+    where = names.get(where, where)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
         return f"{where}: missing"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
     value = error.get("input")
-    if isinstance(value, (dict, list)) and error["type"] != "extra_forbidden":
+    if isinstance(value, (dict, list)):
         return f"{where}: {message}"
     return f"{where} = {value!r}: {message}"
 
 
-def parse_run_config(data: dict[str, Any], origin: str = "config") -> RunConfig:
+def _prefixed(origin: str | None, message: str) -> str:
+    return f"{origin}: {message}" if origin else message
+
+
+def parse_run_config(data: dict[str, Any], origin: str | None = "config",
+                     names: dict[str, str] | None = None) -> RunConfig:
+    """Validate a run config. Errors start with ``origin`` (the file) and name each bad key, by its
+    path in the file or by ``names`` (the command-line options it came from)."""
+    names = names or {}
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise ConfigError(f"{origin}: {problems}") from None
+        problems = "; ".join(_problem(e, names) for e in exc.errors())
+        raise ConfigError(_prefixed(origin, problems)) from None
     try:
         config.build_config()  # preprocessing overrides name their own bad keys
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{origin}: preprocess: {exc}") from None
+        raise ConfigError(_prefixed(origin, f"{names.get('preprocess', 'preprocess')}: {exc}")) from None
     return config
 
 
@@ -210,7 +229,7 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    from storage.location import ObjectPath, as_location, is_url
+    from storage.location import LocationError, ObjectPath, as_location, is_url
 
     location = as_location(str(path))
     text = read_text(path)
@@ -222,8 +241,13 @@ def load_run_config(path: str | Path) -> RunConfig:
     base = location.parent if isinstance(location, ObjectPath) else Path(location).resolve().parent
 
     def rebase(table: Any, key: str) -> None:
-        if isinstance(table, dict) and isinstance(table.get(key), str) and not is_url(table[key]):
-            table[key] = str(base / Path(table[key]).expanduser())
+        if not isinstance(table, dict) or not isinstance(table.get(key), str) or is_url(table[key]):
+            return
+        try:
+            as_location(table[key])
+        except LocationError:
+            return  # a malformed URL ("s3:/x"): validation names it as it was written
+        table[key] = str(base / Path(table[key]).expanduser())
 
     rebase(data.get("dataset"), "out")
     for src in data.get("sources", []) or []:
@@ -233,7 +257,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     return parse_run_config(data, str(path))
 
 
-def check_locations(run: RunConfig, origin: str = "config") -> None:
+def check_locations(run: RunConfig, origin: str | None = "config", names: dict[str, str] | None = None) -> None:
     """Every root of the config can be used, before anything starts: source roots exist (URLs: the
     bucket answers these credentials), the output root can be written, checkpoints exist. The error
     names the key."""
@@ -243,14 +267,16 @@ def check_locations(run: RunConfig, origin: str = "config") -> None:
     checks.append(("dataset.out", run.dataset.out, check_write))
     checks += [(f"encoders[{i}].checkpoint", e.checkpoint, _check_file) for i, e in enumerate(run.encoders)
                if e.checkpoint]
+    names = names or {}
     for key, value, check in checks:
+        key = names.get(key, key)
         try:
             check(value, key)
         except OSError as exc:  # StoreError is one: missing bucket, no credentials, denied
             message = str(exc)
             if not message.startswith(key):
-                message = f"{key} = {value!r}: {message}"
-            raise ConfigError(f"{origin}: {message}") from None
+                message = f"{key} {value}: {message}"
+            raise ConfigError(_prefixed(origin, message)) from None
 
 
 def _check_file(value: str, what: str) -> None:

@@ -69,6 +69,13 @@ class AutoExecutor(Executor):
             return iter(())
         return self.chosen.run_shards(root, specs, config, on_sample=on_sample)
 
+    def map_on_workers(self, factory, method, items, **kwargs) -> Iterator:
+        from pipelines.executors import create_executor
+
+        kind = embed_executor_kind(self.kind, self.address)
+        self.chosen, self.description = create_executor(kind, ray_address=self.address), f"{kind} ({self.kind})"
+        return self.chosen.map_on_workers(factory, method, items, **kwargs)
+
     def in_flight_limit(self) -> int:
         return self.chosen.in_flight_limit() if self.chosen is not None else 1
 

@@ -101,8 +101,8 @@ def check_read(value: Path | str, what: str) -> None:
 
 
 def check_write(value: Path | str, what: str) -> None:
-    """A root to write: a URL is probed with a write and a delete; a local path needs a writable
-    directory (or nearest existing parent)."""
+    """A root to write: a URL is probed with a write and a delete; a local directory is created
+    (the command would create it next anyway) and must be writable."""
     from storage.location import ObjectPath, as_location, check_reachable
 
     location = as_location(value)
@@ -110,11 +110,12 @@ def check_write(value: Path | str, what: str) -> None:
         check_reachable(location, write=True)
         return
     path = Path(location).absolute()
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir():
-        raise NotADirectoryError(f"{what} {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {path}: {existing} is not writable")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(f"{what} {path}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path} is not writable")
 
 
 # -- the Prefect API --------------------------------------------------------------------------------

@@ -98,8 +98,10 @@ def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> 
     unknown = set(overrides) - valid
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(f'{prefix}.{k}' for k in unknown)}; valid: {sorted(valid)}")
+    types = {f.name: f.type for f in dataclasses.fields(current)}
     converted = {}
     for k, v in overrides.items():
+        _check_value_type(f"{prefix}.{k}", types[k], v)
         # TOML/JSON give lists where the dataclasses hold tuples; keep hashing and equality stable.
         if isinstance(getattr(current, k), tuple) and isinstance(v, list):
             v = tuple(v)
@@ -107,3 +109,21 @@ def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> 
             v = {**getattr(current, k), **v}
         converted[k] = v
     return dataclasses.replace(current, **converted)
+
+
+#: what a TOML/JSON value may be for a field annotated with each simple type
+_ACCEPTS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                                         "tuple": (list, tuple), "list": (list, tuple), "dict": (dict,)}
+
+
+def _check_value_type(key: str, annotation: Any, value: Any) -> None:
+    """A config value of the wrong type is an error naming its key (not a failure deep in a build)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    options = [part.strip().split("[", 1)[0] for part in text.split("|")]
+    if value is None and "None" in options:
+        return
+    accepted = tuple(t for name in options for t in _ACCEPTS.get(name, ()))
+    if not accepted or any(name not in _ACCEPTS and name != "None" for name in options):
+        return  # an annotation this check does not know: leave it to the dataclass
+    if isinstance(value, bool) and bool not in accepted or not isinstance(value, accepted):
+        raise ValueError(f"{key} = {value!r}: expected {text}")
