@@ -190,7 +190,9 @@ class ShardCache:
                     self._count("hits")
                 return pinned
             first = False
-            self._fetch(shard, best_effort=False)
+            pinned = self._fetch(shard, best_effort=False)
+            if pinned is not None:
+                return pinned
 
     def prefetch(self, shards: list[RemoteShard]) -> None:
         """Fetch these shards (in order) on a background thread if they are not cached; replaces any
@@ -238,12 +240,15 @@ class ShardCache:
         except BaseException:
             os.close(fd)
             raise
+        self._pinned_add(shard)
+        return CachedShard(self, shard, path, fd)
+
+    def _pinned_add(self, shard: RemoteShard) -> None:
         with self._state_lock:
             count = self._pinned.get(shard.sha256, 0)
             if count == 0:
                 self._pinned_bytes += shard.size
             self._pinned[shard.sha256] = count + 1
-        return CachedShard(self, shard, path, fd)
 
     def _unpinned(self, shard: RemoteShard) -> None:
         with self._state_lock:
@@ -260,21 +265,21 @@ class ShardCache:
             raise CacheFullError(f"{shard.label} is {shard.size} bytes, larger than the cache limit of "
                                  f"{self.limit_bytes} bytes ({self.directory}); raise cache_limit_bytes")
 
-    def _fetch(self, shard: RemoteShard, best_effort: bool) -> bool:
-        """Make sure the shard is cached (fetching it, or waiting for another fetcher). Returns False
-        when ``best_effort`` and there was no room or someone else is fetching it."""
+    def _fetch(self, shard: RemoteShard, best_effort: bool) -> CachedShard | None:
+        """Make sure the shard is cached: fetch it (returned pinned unless ``best_effort``), or wait
+        for another fetcher, or find it there (None: the caller pins it). ``best_effort`` gives up
+        (None) when there is no room or someone else is fetching it."""
         no_room_since: float | None = None  # waiting for another fetcher of this shard is not "no room"
         while True:
             with _Locked(self.directory / ".lock"):
                 if self.path_of(shard).exists():
-                    return True
+                    return None
                 fetching = _live_part(self.directory, shard.sha256)
                 reserved = None if fetching else self._reserve(shard, best_effort)
             if reserved is not None:
-                self._download_into(shard, *reserved)
-                return True
+                return self._download_into(shard, *reserved, keep_pin=not best_effort)
             if best_effort:
-                return False
+                return None
             if fetching:
                 no_room_since = None
             else:
@@ -333,8 +338,9 @@ class ShardCache:
                     return True
         return False
 
-    def _download_into(self, shard: RemoteShard, part: Path, fd: int) -> None:
-        final = self.path_of(shard)
+    def _download_into(self, shard: RemoteShard, part: Path, fd: int, keep_pin: bool) -> CachedShard | None:
+        """Fill the reserved ``.part`` file, verify it, publish it; with ``keep_pin`` return it pinned
+        (the reader that fetched it reads it next: no window in which an eviction could take it)."""
         try:
             if _FORKED:
                 sha, size, requests = self._helper().fetch(shard, part)
@@ -347,12 +353,20 @@ class ShardCache:
                 raise ShardIntegrityError(
                     f"{shard.label} ({shard.url}) is corrupt: sha256 {sha} ({size} bytes), the catalog says "
                     f"{shard.sha256} ({shard.size} bytes); the fetched copy was discarded")
-            os.rename(part, final)  # verified: now visible under its final name
+            with _Locked(self.directory / ".lock"):
+                os.rename(part, self.path_of(shard))  # verified: now visible under its final name
+                if keep_pin:
+                    # flock converts by unlock + relock; under the cache lock no evictor can slip between.
+                    fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
             part.unlink(missing_ok=True)
+            os.close(fd)
             raise
-        finally:
+        if not keep_pin:
             os.close(fd)  # drops the exclusive lock: waiters see the final file
+            return None
+        self._pinned_add(shard)
+        return CachedShard(self, shard, self.path_of(shard), fd)
 
     def _helper(self) -> "_HelperFetcher":
         with self._state_lock:  # the prefetch thread and the reader may both need it first

@@ -444,8 +444,10 @@ class ShardDataset(IterableDataset):
     def _check_cache_room(self, shards: np.ndarray, last_use: dict[int, int], limit: int) -> None:
         """Warn when this rank's workers may together need more open shards than the cache holds:
         they would then wait for each other (and give up with CacheFullError after a while)."""
+        from storage.format import shard_name
+
         entries = self._catalog.get("shards", {})
-        size = {s: int(entries.get(f"{s:05d}", {}).get("bytes") or 0) for s in last_use}
+        size = {s: int(entries.get(shard_name(s), {}).get("bytes") or 0) for s in last_use}
         open_bytes = peak = 0
         seen: set[int] = set()
         for i, shard in enumerate(shards.tolist()):
