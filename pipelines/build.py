@@ -20,8 +20,8 @@ import polars as pl
 from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
-from pipelines.plan import ShardSpec, plan_shards
-from pipelines.samples import InputPrefetch, SampleError, process_sample
+from pipelines.plan import SHARD_COLUMN, ShardSpec, assign_shards, next_shard_id, plan_from_manifest
+from pipelines.samples import InputPrefetch, SampleError, is_transient, process_sample
 from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
@@ -66,7 +66,7 @@ def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefe
         try:
             sample = process_sample(row, config)
         except SampleError as err:
-            writer.reject(row["sample_id"], err.stage, err.cause, err.input_path)
+            writer.reject(row["sample_id"], err.stage, err.cause, err.input_path, transient=is_transient(err.cause))
         else:
             failed = config.filters.failures(sample.fields)
             if failed:
@@ -96,6 +96,8 @@ class BuildReport:
     manifest_problems: list[str] = field(default_factory=list)
     manifest_rejects: int = 0
     seconds: float = 0.0
+    retried: int = 0  # transient rejects tried again (--retry-rejects)
+    retry_shards: set[int] = field(default_factory=set)
 
     @property
     def stored(self) -> int:
@@ -118,6 +120,10 @@ class BuildReport:
             f"shards: {len(self.summaries)} built, {self.skipped_shards} already committed, {self.planned_shards} planned",
             f"samples stored: {self.stored}  rejected: {self.rejected}  ({self.seconds:.1f} s, {rate:.1f} samples/s)",
         ]
+        if self.retried:
+            recovered = sum(s.stored for s in self.summaries if s.shard_id in self.retry_shards)
+            out.append(f"retried {self.retried} transient rejects: {recovered} recovered, "
+                       f"{self.retried - recovered} still rejected")
         out += [f"  rejected {k}: {v}" for k, v in self.reject_reasons().items()]
         out += [f"  manifest: {line}" for line in self.manifest_problems]
         return out
@@ -154,14 +160,15 @@ def prepare_dataset(root: Location, manifest: Manifest, config: BuildConfig, sou
                 remove_tree(root / sub)
             catalog = stored = None
     if catalog is None:
-        frame = manifest.frame
-        plan = plan_shards(frame, config.shard_size)
-        catalog = new_catalog(cfg, [s.describe() for s in sources], frame.height, "", len(plan))
+        frame = assign_shards(manifest.frame, config.shard_size)
+        catalog = new_catalog(cfg, [s.describe() for s in sources], frame.height, "", 0)
     else:
-        plan = plan_shards(stored, config.shard_size)
+        if SHARD_COLUMN not in stored.columns:  # manifests written before shards were recorded
+            stored = assign_shards(stored, config.shard_size)
         added = manifest.frame.filter(~pl.col("sample_id").is_in(stored["sample_id"].implode()))
+        added = assign_shards(added, config.shard_size, next_shard_id(stored, list(catalog["shards"])))
         frame = pl.concat([stored, added])
-        plan += plan_shards(added, config.shard_size, first_shard_id=len(plan))
+    plan = plan_from_manifest(frame)
     manifest_bytes = _parquet_bytes(frame)
     if catalog["manifest"]["sha256"] != _sha256(manifest_bytes):
         write_bytes_atomic(root / fmt.MANIFEST_FILE, manifest_bytes)
@@ -244,6 +251,37 @@ class BuildSession:
                                   manifest_problems=manifest.problem_summary(),
                                   manifest_rejects=len(manifest.problems))
 
+    def plan_retries(self) -> list[ShardSpec]:
+        """New shards for the standing transient rejects (I/O errors, timeouts, store errors) of
+        committed shards; permanent rejects stay as they are. The manifest records the move, so a
+        crash mid-retry resumes like any build."""
+        from storage import scan_rejects
+
+        retry_ids = (scan_rejects(self.root).filter(pl.col("transient").fill_null(False)
+                                                   & pl.col("sample_id").is_not_null())
+                     .select("sample_id").unique().collect()["sample_id"])
+        if retry_ids.is_empty():
+            return []
+        manifest_file = self.root / fmt.MANIFEST_FILE
+        manifest = pl.read_parquet(io.BytesIO(manifest_file.read_bytes()))
+        retry = assign_shards(manifest.filter(pl.col("sample_id").is_in(retry_ids.implode())),
+                              self.config.shard_size, next_shard_id(manifest, list(self.catalog["shards"])))
+        moved = dict(zip(retry["sample_id"].to_list(), retry[SHARD_COLUMN].to_list()))
+        manifest = manifest.with_columns(
+            pl.col("sample_id").replace_strict(moved, default=pl.col(SHARD_COLUMN), return_dtype=pl.Int32)
+            .alias(SHARD_COLUMN))
+        data = _parquet_bytes(manifest)
+        write_bytes_atomic(manifest_file, data)
+        specs = plan_from_manifest(retry)
+        self.plan += specs
+        self.catalog["manifest"] = {"rows": manifest.height, "sha256": _sha256(data)}
+        self.catalog["planned_shards"] = len(self.plan)
+        write_catalog(self.root, self.catalog)
+        self.report.planned_shards = len(self.plan)
+        self.report.retried = len(moved)
+        self.report.retry_shards = {spec.shard_id for spec in specs}
+        return specs
+
     def record(self, summary: ShardSummary) -> None:
         self._lock.check()  # a driver that lost its lease must not overwrite its successor's catalog
         self.catalog["shards"][fmt.shard_name(summary.shard_id)] = shard_entry(summary)
@@ -266,17 +304,29 @@ class BuildSession:
 
 
 def build_dataset(sources: list[Source], root: str | Path | Location, config: BuildConfig | None = None,
-                  executor=None, overwrite: bool = False, progress: bool = True) -> BuildReport:
-    """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock."""
-    from pipelines.executors import ShardProgress, create_executor
+                  executor=None, overwrite: bool = False, progress: bool = True,
+                  retry_rejects: bool = False) -> BuildReport:
+    """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock.
+    ``retry_rejects``: then re-attempt the standing transient rejects as new shards."""
+    from pipelines.executors import create_executor
 
     executor = executor or create_executor("local")
     with BuildSession(sources, root, config, overwrite) as session:
-        with ShardProgress(session.todo, enabled=progress) as bar:
-            for summary in executor.run_shards(session.root, session.todo, session.config, on_sample=bar.sample):
-                session.record(summary)
-                bar.shard_done(summary)
+        _run(session, session.todo, executor, progress)
+        if retry_rejects:
+            _run(session, session.plan_retries(), executor, progress)
     return session.report
+
+
+def _run(session: BuildSession, specs: list[ShardSpec], executor, progress: bool) -> None:
+    if not specs:
+        return
+    from pipelines.executors import ShardProgress
+
+    with ShardProgress(specs, enabled=progress) as bar:
+        for summary in executor.run_shards(session.root, specs, session.config, on_sample=bar.sample):
+            session.record(summary)
+            bar.shard_done(summary)
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -16,6 +16,10 @@ class InjectedFault(RuntimeError):
     pass
 
 
+class InjectedIOError(OSError):
+    """An injected I/O failure (EIO), as a flaky disk or network read raises it."""
+
+
 def _faults() -> dict[str, str]:
     spec = os.environ.get("BINDSET_FAULTS", "")
     out = {}
@@ -43,3 +47,13 @@ def check(point: str, key: object) -> None:
         marker.touch()
         raise InjectedFault(f"injected transient failure at {point} {key}")
     raise InjectedFault(f"injected permanent failure at {point} {key}")
+
+
+def check_io(point: str, key: object) -> None:
+    """Like ``check``, but the failure is an ``OSError(EIO)``: what a flaky read looks like."""
+    try:
+        check(point, key)
+    except InjectedFault as exc:
+        import errno
+
+        raise InjectedIOError(errno.EIO, str(exc)) from None

@@ -8,11 +8,13 @@ preprocessing ops, and return arrays keyed ``<modality>/<name>`` plus index fiel
 from __future__ import annotations
 
 import contextvars
+import errno
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
+from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.sources.base import resolve_inside
 from preprocess.crops import CropBox, center_crop_box, check_same_aspect
@@ -50,7 +52,29 @@ _PREFETCH: contextvars.ContextVar["InputPrefetch | None"] = contextvars.ContextV
 
 
 def _fetch(row: dict[str, Any], uri_column: str) -> bytes:
+    faults.check_io("read", row[uri_column])
     return resolve_inside(row["root"], row[uri_column]).read_bytes()  # a local root or a URL prefix
+
+
+# errnos of failures that may pass on another attempt (a flaky disk, NFS or network)
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
+                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EINTR, errno.EBUSY,
+                     errno.ESTALE}
+
+
+def is_transient(error: BaseException | str) -> bool:
+    """Whether a reject's cause may pass on a retry (``bindset build --retry-rejects``): I/O errors,
+    timeouts, connection and object-store errors. Missing files, paths outside the root, permission
+    problems and everything a decoder or a check raises are permanent."""
+    from storage.location import StoreError
+
+    if not isinstance(error, BaseException):
+        return False
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError)):
+        return False
+    if isinstance(error, (TimeoutError, ConnectionError, InterruptedError, StoreError)):
+        return True
+    return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
 
 
 class InputPrefetch:

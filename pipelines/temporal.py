@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.samples import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
@@ -32,8 +33,9 @@ def _path(row: dict, column: str) -> tuple[Path, str]:
     object store, a worker-local copy fetched once for all the samples and modalities that use it."""
     rel = row[column]
     try:
+        faults.check_io("read", rel)
         location = resolve_inside(row["root"], rel)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise SampleError("read", exc, rel) from exc
     if not location.is_file():
         raise SampleError("read", FileNotFoundError(f"{rel} does not exist"), rel)

@@ -23,7 +23,8 @@ def scan_files(files: list, schema: dict | None = None) -> pl.LazyFrame:
     sources = [str(f) for f in files]
     if schema is None:
         return pl.scan_parquet(sources, storage_options=options)
-    return pl.scan_parquet(sources, schema=schema, storage_options=options)
+    # Files written before a column existed read it as null.
+    return pl.scan_parquet(sources, schema=schema, storage_options=options, missing_columns="insert")
 
 
 def _scan_dir(directory: Location, schema: dict) -> pl.LazyFrame:
@@ -38,9 +39,20 @@ def scan_index(dataset: str | Path | Location) -> pl.LazyFrame:
     return _scan_dir(as_location(dataset) / fmt.INDEX_DIR, INDEX_SCHEMA)
 
 
-def scan_rejects(dataset: str | Path | Location) -> pl.LazyFrame:
-    """Every rejected input: manifest-stage (unpaired, missing, outside root) and build-stage."""
-    return _scan_dir(as_location(dataset) / fmt.REJECTS_DIR, REJECT_SCHEMA)
+def scan_rejects(dataset: str | Path | Location, standing: bool = True) -> pl.LazyFrame:
+    """Every rejected input: manifest-stage (unpaired, missing, outside root) and build-stage.
+
+    ``standing`` (default): the rejects that still stand, i.e. a sample's latest attempt, and none
+    for samples a ``--retry-rejects`` recovered into the index; ``standing=False`` gives the full
+    history of attempts."""
+    root = as_location(dataset)
+    history = _scan_dir(root / fmt.REJECTS_DIR, REJECT_SCHEMA)
+    if not standing:
+        return history
+    stored = scan_index(root).select("sample_id")
+    latest = pl.col("shard") == pl.col("shard").max().over("sample_id")
+    per_sample = history.filter(pl.col("sample_id").is_not_null()).filter(latest).join(stored, on="sample_id", how="anti")
+    return pl.concat([history.filter(pl.col("sample_id").is_null()), per_sample])
 
 
 def __getattr__(name: str):

@@ -59,6 +59,9 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "error_type": pl.Utf8,
     "message": pl.Utf8,
     "input_path": pl.Utf8,
+    # A failure that may pass on another attempt (I/O error, timeout, object-store error), which
+    # `bindset build --retry-rejects` tries again; decode errors and bad content are permanent.
+    "transient": pl.Boolean,
 }
 
 

@@ -152,7 +152,8 @@ class ShardWriter:
         if self._guard is not None and self._guard.error is not None:
             raise ShardWriteError(self.shard_id, path, self._guard.error)
 
-    def reject(self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "") -> None:
+    def reject(self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "",
+               transient: bool = False) -> None:
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
         self._rejects.append(
             {
@@ -162,6 +163,7 @@ class ShardWriter:
                 "error_type": error_type,
                 "message": str(error),
                 "input_path": input_path,
+                "transient": transient,
             }
         )
 
