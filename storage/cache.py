@@ -51,7 +51,6 @@ process download in-process.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json

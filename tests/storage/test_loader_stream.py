@@ -142,6 +142,13 @@ def test_resume_with_persistent_workers_in_the_same_process(s3_ds, tmp_path):
     assert len([b for b in loader]) == len(full)  # another epoch on the same workers
     ds.load_state_dict(state)  # the workers see it through shared memory
     assert [b["sample_id"] for b in loader] == full[2:]
+    # drop_last: each worker's short last batch is never delivered, and the state knows it.
+    ds.set_epoch(2)
+    dropping = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate, drop_last=True)
+    full = [b["sample_id"] for b in dropping]
+    assert sum(map(len, full)) < ds.num_samples
+    ds.load_state_dict(ds.state_dict(len(full) - 1, dropping))
+    assert [b["sample_id"] for b in dropping] == full[-1:]
 
 
 def test_resume_without_workers_and_refusals(s3_ds, tmp_path):
