@@ -21,7 +21,7 @@ from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import SHARD_COLUMN, ShardSpec, assign_shards, next_shard_id, plan_from_manifest
-from pipelines.samples import InputPrefetch, SampleError, is_transient, process_sample
+from pipelines.samples import InputPrefetch, SampleError, is_transient, missing_partners, process_sample
 from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
@@ -50,16 +50,18 @@ def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfi
     prefetch = InputPrefetch(spec.rows) if remote_inputs else contextlib.nullcontext()
     try:
         with prefetch:
-            _build_rows(writer, spec, config, prefetch if remote_inputs else None, on_sample)
+            partial = _build_rows(writer, spec, config, prefetch if remote_inputs else None, on_sample)
         summary = writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started})
+    return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started, "partial": partial})
 
 
 def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefetch: InputPrefetch | None,
-                on_sample: Callable[[], None] | None) -> None:
+                on_sample: Callable[[], None] | None) -> int:
+    """Process and write every row; returns how many stored samples lack a partner (keep_partial)."""
+    partial = 0
     for position, row in enumerate(spec.rows):
         if prefetch is not None:
             prefetch.advance(position)
@@ -75,8 +77,10 @@ def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefe
             else:
                 writer.write(sample.arrays,
                              {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
+                partial += bool(missing_partners(row.get("layout"), sample.modalities))
         if on_sample is not None:
             on_sample()
+    return partial
 
 
 _COPIED = ("sample_id", "source", "layout", "split", "uri_image", "uri_depth", "uri_thermal", "uri_video",
@@ -124,6 +128,9 @@ class BuildReport:
             recovered = sum(s.stored for s in self.summaries if s.shard_id in self.retry_shards)
             out.append(f"retried {self.retried} transient rejects: {recovered} recovered, "
                        f"{self.retried - recovered} still rejected")
+        partial = sum(s.partial for s in self.summaries)
+        if partial:
+            out.append(f"partial samples kept (missing a partner of their layout): {partial}")
         out += [f"  rejected {k}: {v}" for k, v in self.reject_reasons().items()]
         out += [f"  manifest: {line}" for line in self.manifest_problems]
         return out

@@ -66,10 +66,15 @@ class BuildConfig:
     imu: ImuConfig = field(default_factory=ImuConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     shard_size: int = 256
+    # Store a sample that lacks a partner its layout requires (AudioSet video without audio...)
+    # instead of rejecting it; the build summary counts such partial samples separately.
+    keep_partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["preprocess_version"] = PREPROCESS_VERSION
+        if not d["keep_partial"]:
+            del d["keep_partial"]  # the default stays out of the hash: datasets built before it resume
         return d
 
     @classmethod

@@ -208,4 +208,31 @@ def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
         process_temporal(row, cfg, out)
     if not out.modalities:
         raise SampleError("preprocess", ValueError("row has no modality to store"), "")
+    missing = missing_partners(row.get("layout"), out.modalities)
+    if missing and not cfg.keep_partial:
+        rel = next((row[c] for c in ("uri_video", "uri_image", "uri_audio", "uri_imu") if row.get(c)), "")
+        reason = "; ".join(_MISSING_REASON.get(m, f"no {m}") for m in missing)
+        raise SampleError("partner", MissingPartner(f"{reason} in {rel} (layout {row.get('layout')} pairs "
+                                                    f"{' and '.join(_partners(row.get('layout')))})"), rel)
     return out
+
+
+class MissingPartner(ValueError):
+    """A source item lacks a modality its layout pairs (a video without an audio stream...)."""
+
+
+_MISSING_REASON = {"audio": "no audio stream", "video": "no video stream", "imu": "no IMU data",
+                   "depth": "no depth map", "thermal": "no thermal image", "image": "no image",
+                   "text": "no caption"}
+
+
+def _partners(layout: str | None) -> tuple[str, ...]:
+    from pipelines.sources import SOURCE_TYPES
+
+    cls = SOURCE_TYPES.get(layout or "")
+    return cls.partners if cls is not None else ()
+
+
+def missing_partners(layout: str | None, modalities: list[str]) -> list[str]:
+    """The partners of ``layout`` a processed sample lacks (none for layouts without partners)."""
+    return [m for m in _partners(layout) if m not in modalities]

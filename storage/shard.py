@@ -47,6 +47,7 @@ class ShardSummary:
     bytes_written: int
     node_id: str = ""
     seconds: float = 0.0
+    partial: int = 0  # stored samples missing a partner of their layout (kept by keep_partial)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class ShardSummary:
             "bytes_written": self.bytes_written,
             "node_id": self.node_id,
             "seconds": self.seconds,
+            "partial": self.partial,
         }
 
     @classmethod

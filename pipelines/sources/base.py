@@ -92,6 +92,9 @@ class Source(ABC):
     """One dataset layout. Subclasses implement ``scan``; everything else is shared."""
 
     layout: ClassVar[str]
+    # The modalities that make one sample of this layout (a pair): a source item without one of
+    # them is a reject ("no audio stream"), unless the build keeps partial samples.
+    partners: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | Path | Location, name: str | None = None, split: str | None = None):
         # A local folder or a URL prefix: workers read the files straight from there.

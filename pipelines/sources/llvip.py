@@ -7,6 +7,7 @@ from pipelines.sources.base import Problem, ScanResult, Source
 
 class LlvipSource(Source):
     layout = "llvip"
+    partners = ("image", "thermal")
 
     def scan(self) -> ScanResult:
         result = ScanResult()

@@ -14,6 +14,7 @@ from preprocess.depth import SENSOR_BASELINE_M, SENSOR_FX, read_intrinsics
 
 class SunRgbdSource(Source):
     layout = "sunrgbd"
+    partners = ("image", "depth")
 
     def __init__(self, root, name=None, split=None, depth_dir: str = "depth", split_file: str = "splits.csv"):
         super().__init__(root, name, split)

@@ -28,7 +28,7 @@ def audioset_ds(tmp_path_factory):
 
 def test_audioset_builds_video_and_audio_with_clip_times(audioset_ds):
     root, report = audioset_ds
-    assert report.stored == 4 and report.rejected == 0
+    assert report.stored == 3 and report.rejected == 1
     index = storage.scan_index(root / "ds").collect().sort("source", "sample_id")
     with_audio = index.filter(pl.col("source") == "as")
     assert with_audio["modalities"].to_list() == [["video", "audio"]] * 3
@@ -40,10 +40,25 @@ def test_audioset_builds_video_and_audio_with_clip_times(audioset_ds):
     assert row["q_clip_coverage"] == pytest.approx(1.0)
 
 
-def test_missing_audio_track_is_recorded_not_rejected(audioset_ds):
+def test_a_clip_without_audio_is_a_reject_naming_the_missing_partner(audioset_ds):
+    """AudioSet pairs video and audio: a video-only sample would be skipped silently by a loader
+    asking for both and would overstate the usable pairs."""
+    root, report = audioset_ds
+    assert storage.scan_index(root / "ds").filter(pl.col("source") == "as-noaudio").collect().height == 0
+    rejects = storage.scan_rejects(root / "ds").collect()
+    assert rejects["stage"].to_list() == ["partner"] and rejects["error_type"].to_list() == ["MissingPartner"]
+    assert rejects["message"][0].startswith("no audio stream in videos/")
+    assert "layout audioset pairs video and audio" in rejects["message"][0]
+    assert report.reject_reasons() == {"partner:MissingPartner": 1}
+
+
+def test_keep_partial_stores_the_video_only_clip_and_counts_it(audioset_ds, tmp_path):
     root, _ = audioset_ds
-    silent = storage.scan_index(root / "ds").filter(pl.col("source") == "as-noaudio").collect()
-    assert silent.height == 1
+    report = build_dataset([create_source("audioset", root / "silent", name="as-noaudio")], tmp_path / "ds",
+                           BuildConfig(shard_size=2, keep_partial=True), progress=False)
+    assert report.stored == 1 and report.rejected == 0
+    assert "partial samples kept (missing a partner of their layout): 1" in report.lines()
+    silent = storage.scan_index(tmp_path / "ds").collect()
     assert silent["modalities"].to_list() == [["video"]]
     assert silent["audio_clip_t0"].to_list() == [None]
 
