@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -264,3 +265,23 @@ def test_model_ready_tensors_from_s3_equal_the_local_copy(s3_ds, local_ds, ids, 
     assert cache.stats["requests"] == cache.stats["fetches"] == len(load_catalog(local_ds)["shards"])
     assert storage.committed_shard_ids(s3_ds) == sorted(range(len(load_catalog(local_ds)["shards"])))
     assert os.environ.get("AWS_ENDPOINT_URL")  # the S3 server, never the network
+
+
+def test_frozen_embeddings_are_joined_from_an_s3_store(s3_server, local_ds, ids, tmp_path):
+    bucket = s3_server.new_bucket("emb")
+    url = _upload(s3_server, local_ds, bucket, "ds")
+    rng = np.random.default_rng(1)
+    vectors = {}
+    client = s3_server.client()
+    for index_file in sorted((local_ds / "index").glob("*.parquet")):
+        sids = pl.read_parquet(index_file)["sample_id"].to_list()
+        rows = [rng.standard_normal(4).astype(np.float32) for _ in sids]
+        vectors.update(zip(sids, rows))
+        out = tmp_path / index_file.name
+        pl.DataFrame({"sample_id": sids, "image": pl.Series(rows, dtype=pl.Array(pl.Float32, 4))}).write_parquet(out)
+        client.upload_file(str(out), bucket, f"ds/embeddings/enc-1/{index_file.name}")
+    ds = ShardDataset(url, embeddings="enc-1", modalities=["depth"], cache_dir=tmp_path / "cache")
+    got = {sid: v.numpy() for b in _batches(ds)[1] for sid, v in zip(b["sample_id"], b["image_embedding"])}
+    assert set(got) == set(ids)  # read in forked workers, through the download helper
+    for sid, vec in got.items():
+        np.testing.assert_array_equal(vec, vectors[sid])
