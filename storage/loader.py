@@ -67,6 +67,10 @@ Frozen embeddings (``embeddings="<encoder-id>"``): ``embeddings/<encoder-id>/<sh
 ``sample_id`` and yielded as ``"<column>_embedding"``. Samples without a (non-null) vector in every
 selected column are skipped, counted in ``missing_embeddings`` (ids in ``missing_embedding_ids``)
 and reported with a warning when the dataset is created.
+
+Deduplicated (``dedup="<name>"``): the samples ``dedup/<name>.parquet`` marks as duplicates that
+are not kept (``storage.dedup``; written by ``bindset dedup``) are left out, so each duplicate group
+is read once, through its representative. Nothing is deleted; another name or None reads them again.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ class ShardDataset(IterableDataset):
 
     ``modalities``: keep only samples holding all of them and yield only those (with their masks
     ``depth_valid``/``imu_valid``); None yields whatever each sample holds. ``split``: one split
-    name or several. ``granularity``: "auto", "shard" or "row" (module doc). ``buffer_shards``:
+    name or several. ``dedup``: the name of a dedup table whose non-kept duplicates are skipped. ``granularity``: "auto", "shard" or "row" (module doc). ``buffer_shards``:
     shards whose rows are shuffled together. ``max_open_shards``: HDF5 files a worker keeps open.
     Remote roots only: ``cache_dir`` / ``cache_limit_bytes`` (the shard cache, ``storage.cache``;
     defaults ``$BINDSET_CACHE_DIR`` / 16 GiB) and ``prefetch_shards`` (shards a worker fetches ahead).
@@ -137,7 +141,7 @@ class ShardDataset(IterableDataset):
                  embedding_columns: Sequence[str] | None = None, rank: int | None = None,
                  world_size: int | None = None, granularity: str = "auto", buffer_shards: int = 2,
                  max_open_shards: int = 16, cache_dir: str | Path | None = None,
-                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2):
+                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2, dedup: str | None = None):
         super().__init__()
         self.root = as_location(root)
         self._reader = DatasetReader(self.root)  # catalog only: normalization constants, no files open
@@ -177,6 +181,11 @@ class ShardDataset(IterableDataset):
             index = index.filter(pl.col("split").is_in(splits))
         if modalities is not None:
             index = index.filter(pl.all_horizontal([pl.col("modalities").list.contains(m) for m in modalities]))
+        self.dedup = dedup
+        if dedup is not None:
+            from storage.dedup import dropped_ids
+
+            index = index.join(dropped_ids(self.root, dedup).lazy(), on="sample_id", how="anti")
         index = index.with_columns(
             pl.sum_horizontal([pl.col("modalities").list.contains(m).cast(pl.Int32) * _BIT[m] for m in MODALITIES])
             .alias("_bits")
