@@ -39,6 +39,20 @@ OBJECT_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", 
 _OPTIONS: dict[str, str] = {}  # process-wide --storage-option overrides
 _STORES: dict[tuple, Any] = {}
 _STORES_LOCK = threading.Lock()
+_FORKED_AFTER_USE = False
+
+
+def _after_fork_in_child() -> None:
+    # obstore's async runtime does not survive fork(): a child of a process that used it hangs or
+    # crashes on its first request (seen with DataLoader workers). Say so instead.
+    global _FORKED_AFTER_USE, _STORES_LOCK
+    _STORES_LOCK = threading.Lock()
+    if _STORES:
+        _FORKED_AFTER_USE = True
+        _STORES.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LocationError(ValueError):
@@ -237,6 +251,10 @@ class ObjectPath:
     # -- the store -----------------------------------------------------------------------------------
     @property
     def store(self):
+        if _FORKED_AFTER_USE:
+            raise LocationError(f"{self.url}: this process was forked from one that had used object storage, "
+                                "which cannot work; start workers with the 'spawn' method (or read through "
+                                "storage.cache, which does)")
         ident = (self.scheme, self.bucket, tuple(sorted(self.options.items())))
         with _STORES_LOCK:
             store = _STORES.get(ident)
