@@ -380,9 +380,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bindset", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     from flows.cli_binding import add_eval, add_report, add_search, add_train
+    from flows.cli_curation import add_dedup, add_export, add_index
 
     for add in (_add_synth, _add_build, _add_embed, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
-                _add_demo, _add_inspect, add_report, add_train, add_eval, add_search):
+                _add_demo, _add_inspect, add_report, add_train, add_eval, add_search, add_dedup, add_index, add_export):
         add(sub)
     for command in sub.choices.values():
         command.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",

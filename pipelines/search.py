@@ -7,8 +7,10 @@
 A query is a file (or a text) plus the modality it is in and the encoder that embeds it into the
 store's space. Several queries form one query by *embedding arithmetic*: the sum of their
 L2-normalized embeddings (optionally weighted), renormalized, as in ImageBind's "image + sound"
-retrieval. Search is exact cosine similarity in numpy (fine for stores up to a few million vectors
-of this size; faiss/usearch belong in front of larger ones).
+retrieval. When the store column has a fresh ANN index (``bindset index``, pipelines.curation.ann:
+faiss) the search goes through it; without one it is exact cosine similarity in numpy, and with a
+stale one (the store changed since it was built) it warns (``IndexStaleWarning``) and searches
+exactly. ``use_index=False`` forces exact search.
 
 The dataset may be a local path or an object-store URL (the store and the index are Polars scans);
 so may a query file (fetched to a private temp copy for the decoders).
@@ -103,17 +105,27 @@ def query_vector(queries: Sequence[Query], **options: Any) -> np.ndarray:
 
 
 def search_store(dataset: "str | Path | Location", store_id: str, column: str, queries: Sequence[Query] | np.ndarray,
-                 k: int = 10, sample_ids: Sequence[str] | None = None, **options: Any) -> list[Hit]:
+                 k: int = 10, sample_ids: Sequence[str] | None = None, use_index: bool = True,
+                 **options: Any) -> list[Hit]:
     """Top-k samples of `embeddings/<store_id>/` column `column` for one (combined) query, with
-    their index fields. `queries` may also be a ready query vector."""
+    their index fields. `queries` may also be a ready query vector. A fresh index of the column is
+    used unless `use_index` is False or `sample_ids` restricts the search (module doc)."""
     from pipelines.evaluate import read_vectors
 
-    ids, vectors = read_vectors(dataset, store_id, column, sample_ids)
-    if not ids:
-        raise ValueError(f"store {store_id} of {dataset} has no {column!r} vectors")
     q = np.asarray(queries, np.float32) if isinstance(queries, np.ndarray) else query_vector(queries, **options)
-    idx, scores = search(q[None] if q.ndim == 1 else q, vectors, k)
-    hits_ids = [ids[i] for i in idx[0]]
+    found = None
+    if use_index and sample_ids is None:
+        from pipelines.curation.ann import search_index
+
+        found = search_index(dataset, store_id, column, q[None] if q.ndim == 1 else q[:1], k)
+    if found is not None:
+        hits_ids, scores = found[0][0], found[1][:, : len(found[0][0])]
+    else:
+        ids, vectors = read_vectors(dataset, store_id, column, sample_ids)
+        if not ids:
+            raise ValueError(f"store {store_id} of {dataset} has no {column!r} vectors")
+        idx, scores = search(q[None] if q.ndim == 1 else q, vectors, k)
+        hits_ids = [ids[i] for i in idx[0]]
     fields = _index_fields(dataset, hits_ids)
     return [Hit(rank + 1, sid, float(score), fields.get(sid, {}))
             for rank, (sid, score) in enumerate(zip(hits_ids, scores[0]))]

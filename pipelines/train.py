@@ -333,11 +333,17 @@ def read_store_vectors(dataset: str | Path, encoder_id: str, column: str,
 
 
 def load_pairs(dataset: str | Path, modality: str, target_encoder_id: str, column: str = "image",
-               split: str | None = None, sample_ids: Sequence[str] | None = None) -> PairTable:
-    """Join the index rows holding `modality` with the store's target vectors by sample_id."""
+               split: str | None = None, sample_ids: Sequence[str] | None = None,
+               dedup: str | None = None) -> PairTable:
+    """Join the index rows holding `modality` with the store's target vectors by sample_id
+    (without the duplicates dedup table `dedup` leaves out, when given)."""
     from storage import scan_index
 
     index = scan_index(dataset).filter(pl.col("modalities").list.contains(modality))
+    if dedup is not None:
+        from storage.dedup import dropped_ids
+
+        index = index.join(dropped_ids(dataset, dedup).lazy(), on="sample_id", how="anti")
     if split is not None:
         index = index.filter(pl.col("split") == split)
     if sample_ids is not None:
@@ -563,10 +569,12 @@ def train_binding(
     sample_ids: Sequence[str] | None = None,
     resume: bool = True,
     stop_after_epochs: int | None = None,
+    dedup: str | None = None,
 ) -> TrainResult:
     """Train `modality`'s ImageBind tower against the frozen vectors of `embeddings/<target_encoder_id>/`.
 
-    `sample_ids`: train on these samples only (e.g. a train split made by the caller).
+    `sample_ids`: train on these samples only (e.g. a train split made by the caller). `dedup`: leave
+    out the duplicates of that dedup table (`bindset dedup`; each group trains once).
     `resume`: continue a run found in `out_dir` (same data, target and settings, else
     `ResumeMismatch`); with False an existing run is an error. `stop_after_epochs`: end this call
     after that many more epochs (a time-boxed job; rerun to continue) without changing the schedule.
@@ -576,7 +584,7 @@ def train_binding(
         raise ValueError(f"cannot bind modality {modality!r}; choose one of {BINDABLE}")
     dataset = Path(dataset)
     out = Path(out_dir)
-    pairs = load_pairs(dataset, modality, target_encoder_id, config.target_column, config.split, sample_ids)
+    pairs = load_pairs(dataset, modality, target_encoder_id, config.target_column, config.split, sample_ids, dedup)
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 pairs to train, found {len(pairs)}")
     if pairs.missing:
