@@ -11,7 +11,7 @@ from storage.catalog import load_catalog, write_catalog
 from storage.location import Location, as_location, list_files, polars_storage_options
 from storage.embeddings import scan_embeddings
 from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA
-from storage.shard import ShardReader, ShardSummary, ShardWriter, committed_shard_ids
+from storage.shard import CorruptSampleError, ShardReader, ShardSummary, ShardWriter, committed_shard_ids
 
 
 def scan_files(files: list, schema: dict | None = None) -> pl.LazyFrame:
@@ -72,6 +72,7 @@ def open_dataset(dataset: str | Path | Location):
 
 
 __all__ = [
+    "CorruptSampleError",
     "open_dataset",
     "scan_embeddings",
     "ShardDataset",

@@ -68,6 +68,28 @@ Frozen embeddings (``embeddings="<encoder-id>"``): ``embeddings/<encoder-id>/<sh
 selected column are skipped, counted in ``missing_embeddings`` (ids in ``missing_embedding_ids``)
 and reported with a warning when the dataset is created.
 
+Corrupt samples (``on_corrupt``). A stored sample whose bytes fail their chunk checksum raises
+``storage.CorruptSampleError`` naming the dataset, shard, row, sample and array (``"raise"``, the
+default: through a DataLoader the worker's error is re-raised in the loop with that message). With
+``on_corrupt="skip"`` the sample is dropped instead:
+
+- one warning line is logged (logger ``storage.loader``) naming it, from the worker that read it;
+- the worker yields a *placeholder* ``{"sample_id": id, "_skipped": "<the error message>"}`` in its
+  place, and ``collate`` drops placeholders from the batch and lists their ids under the batch's
+  ``"_skipped"`` key (present only when a sample of that batch was skipped). So the batch is one
+  sample shorter, or empty (``sample_id == []``, no tensors) when every sample of it was corrupt: a
+  training loop skips such a batch. A custom ``collate_fn`` (or ``batch_size=None``) must drop items
+  holding ``"_skipped"`` the same way;
+- ``ds.corrupt_skipped`` counts the samples skipped in the current epoch by all workers of this
+  process's DataLoader (per-worker counters in shared memory, like the epoch; a worker runs ahead of
+  the loop by its prefetched batches, so the count is exact once the epoch's batches are consumed).
+
+Why placeholders rather than yielding nothing: a skipped sample keeps its position in the worker's
+plan, so every batch holds the same plan positions as without corruption, the DataLoader's worker
+cycle is unchanged, and mid-epoch resume stays exact: a skipped sample counts as consumed (a resume
+past it does not read it again, nor count it again; one before it reads and skips it again). Every
+other sample is still yielded exactly once.
+
 Deduplicated (``dedup="<name>"``): the samples ``dedup/<name>.parquet`` marks as duplicates that
 are not kept (``storage.dedup``; written by ``bindset dedup``) are left out, so each duplicate group
 is read once, through its representative. Nothing is deleted; another name or None reads them again.
@@ -76,6 +98,7 @@ is read once, through its representative. Nothing is deleted; another name or No
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -89,13 +112,17 @@ from torch.utils.data import IterableDataset, get_worker_info
 from storage import scan_index
 from storage.location import Location, as_location, is_remote, list_files, polars_storage_options
 from storage.reader import DatasetReader
-from storage.shard import ShardReader, ShardReaderPool
+from storage.shard import CorruptSampleError, ShardReader, ShardReaderPool
 
 if TYPE_CHECKING:
     from preprocess.augment import AugmentConfig
 
 MODALITIES = ("image", "depth", "thermal", "text", "video", "audio", "imu")
 GRANULARITIES = ("auto", "shard", "row")
+ON_CORRUPT = ("raise", "skip")
+SKIPPED_KEY = "_skipped"  # placeholder/batch key of samples dropped by on_corrupt="skip"
+_COUNTER_SLOTS = 256  # per-worker corrupt-sample counters (worker id modulo this)
+log = logging.getLogger(__name__)
 _BIT = {m: 1 << i for i, m in enumerate(MODALITIES)}
 
 
@@ -133,6 +160,7 @@ class ShardDataset(IterableDataset):
     shards whose rows are shuffled together. ``max_open_shards``: HDF5 files a worker keeps open.
     Remote roots only: ``cache_dir`` / ``cache_limit_bytes`` (the shard cache, ``storage.cache``;
     defaults ``$BINDSET_CACHE_DIR`` / 16 GiB) and ``prefetch_shards`` (shards a worker fetches ahead).
+    ``on_corrupt``: "raise" (default) or "skip" a sample that fails its checksum (module doc).
     """
 
     def __init__(self, root: str | Path | Location, modalities: Sequence[str] | None = None,
@@ -141,8 +169,12 @@ class ShardDataset(IterableDataset):
                  embedding_columns: Sequence[str] | None = None, rank: int | None = None,
                  world_size: int | None = None, granularity: str = "auto", buffer_shards: int = 2,
                  max_open_shards: int = 16, cache_dir: str | Path | None = None,
-                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2, dedup: str | None = None):
+                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2, dedup: str | None = None,
+                 on_corrupt: str = "raise"):
         super().__init__()
+        if on_corrupt not in ON_CORRUPT:
+            raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
+        self.on_corrupt = on_corrupt
         self.root = as_location(root)
         self._reader = DatasetReader(self.root)  # catalog only: normalization constants, no files open
         self._catalog = self._reader.catalog  # shard sha256/size for the cache: workers never reread it
@@ -174,6 +206,9 @@ class ShardDataset(IterableDataset):
         # The resume point of load_state_dict, shared for the same reason:
         # [epoch (-1: none), batches consumed, batch size, num_workers, drop_last].
         self._resume = torch.tensor([-1, 0, 1, 0, 0], dtype=torch.int64).share_memory_()
+        # Corrupt samples skipped, one (epoch, count) slot per DataLoader worker: each worker writes
+        # only its own slot (no lost updates without atomics) and the main process sums them.
+        self._corrupt = torch.zeros((_COUNTER_SLOTS, 2), dtype=torch.int64).share_memory_()
 
         index = scan_index(self.root).select("sample_id", "shard", "row", "split", "modalities")
         if split is not None:
@@ -264,6 +299,12 @@ class ShardDataset(IterableDataset):
     def missing_embeddings(self) -> int:
         """Samples skipped because the embedding store has no vector for them."""
         return len(self.missing_embedding_ids)
+
+    @property
+    def corrupt_skipped(self) -> int:
+        """Samples ``on_corrupt="skip"`` dropped in the current epoch, all workers together."""
+        counts = self._corrupt
+        return int(counts[counts[:, 0] == self.epoch, 1].sum())
 
     @property
     def num_samples(self) -> int:
@@ -415,6 +456,7 @@ class ShardDataset(IterableDataset):
         epoch = self.epoch
         skip, logical = self._resume_point(epoch, worker, num_workers)
         positions = self.plan(epoch, worker=logical, num_workers=num_workers)[skip:]
+        self._corrupt[worker % _COUNTER_SLOTS] = torch.tensor([epoch, 0])  # this pass counts afresh
         return self._read(positions, epoch)
 
     def _make_cache(self):
@@ -442,13 +484,30 @@ class ShardDataset(IterableDataset):
                 if cache is not None and not pool.is_open(shard) and self.prefetch_shards:
                     ahead = upcoming[rank_of[shard] + 1 : rank_of[shard] + 1 + self.prefetch_shards]
                     cache.prefetch([self._remote_shard(s) for s in ahead])
-                yield self._load(pos, epoch, pool.get(shard), vectors, cache)
+                try:
+                    item = self._load(pos, epoch, pool.get(shard), vectors, cache)
+                except CorruptSampleError as exc:
+                    if self.on_corrupt != "skip":
+                        raise
+                    item = self._skipped(pos, epoch, exc)
+                yield item
                 if last_use[shard] == i:
                     pool.release(shard)
         finally:
             pool.close()
             if cache is not None:
                 cache.close()
+
+    def _skipped(self, pos: int, epoch: int, exc: CorruptSampleError) -> dict[str, Any]:
+        """The placeholder of a corrupt sample (module doc), counted and logged."""
+        info = get_worker_info()
+        slot = self._corrupt[(info.id if info is not None else 0) % _COUNTER_SLOTS]
+        if int(slot[0]) != epoch:
+            slot.copy_(torch.tensor([epoch, 0]))
+        slot[1] += 1
+        sample_id = self._sample_ids[pos].decode("utf-8")
+        log.warning("skipped a corrupt sample (on_corrupt='skip', epoch %d): %s", epoch, exc)
+        return {"sample_id": sample_id, SKIPPED_KEY: str(exc)}
 
     def _check_cache_room(self, shards: np.ndarray, last_use: dict[int, int], limit: int) -> None:
         """Warn when this rank's workers may together need more open shards than the cache holds:
@@ -488,7 +547,7 @@ class ShardDataset(IterableDataset):
         from preprocess.augment import augment, sample_rng
 
         sample_id = self._sample_ids[pos].decode("utf-8")
-        stored = reader.read_groups(int(self._rows[pos]), self._wanted(int(self._bits[pos])))
+        stored = reader.read_groups(int(self._rows[pos]), self._wanted(int(self._bits[pos])), sample_id=sample_id)
         if self.augment is not None and self.train:
             ready = augment(stored, self.augment, sample_rng(self.seed, epoch, sample_id),
                             self._reader.model_ready, train=True)
@@ -555,9 +614,19 @@ def _read_vectors(source: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the tensors of a list of samples; ``sample_id`` (and any other non-tensor) stays a list.
-    Samples of one batch must hold the same keys: pass ``modalities=`` to mix sources."""
+    Samples of one batch must hold the same keys: pass ``modalities=`` to mix sources.
+
+    Placeholders of samples ``on_corrupt="skip"`` dropped are left out; their ids are listed under
+    ``"_skipped"`` (only in a batch that had one; a batch of placeholders only is
+    ``{"sample_id": [], "_skipped": [...]}``)."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
+    skipped = [s["sample_id"] for s in batch if SKIPPED_KEY in s]
+    if skipped:
+        batch = [s for s in batch if SKIPPED_KEY not in s]
+        if not batch:
+            return {"sample_id": [], SKIPPED_KEY: skipped}
+        return {**collate(batch), SKIPPED_KEY: skipped}
     keys = list(batch[0].keys())
     for sample in batch[1:]:
         if sample.keys() != batch[0].keys():
@@ -573,4 +642,4 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["GRANULARITIES", "MODALITIES", "ShardDataset", "collate"]
+__all__ = ["GRANULARITIES", "MODALITIES", "ON_CORRUPT", "SKIPPED_KEY", "ShardDataset", "collate"]
