@@ -475,12 +475,30 @@ def _make_store(scheme: str, bucket: str, options: dict[str, str]):
         client["allow_http"] = str(allow_http).lower() in ("1", "true", "yes")
     try:
         if scheme == "s3":
-            return S3Store(bucket, config=config or None, client_options=client or None)
+            provider = _profile_credentials(config)
+            return S3Store(bucket, config=config or None, client_options=client or None, credential_provider=provider)
         if scheme == "gs":
             return GCSStore(bucket, config=config or None, client_options=client or None)
         return AzureStore(bucket, config=config or None, client_options=client or None)
     except Exception as exc:  # noqa: BLE001
         raise LocationError(f"storage options for {scheme}://{bucket}: {_first_line(exc)}") from None
+
+
+def _profile_credentials(config: dict[str, str]):
+    """boto3's full provider chain when the user relies on a shared credentials/config profile
+    (``AWS_PROFILE``, ``~/.aws/credentials``), which object_store's own chain (environment, web
+    identity, container and instance metadata) does not read; None otherwise."""
+    if any(k in config for k in ("access_key_id", "aws_access_key_id")) or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return None
+    files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    if not os.environ.get("AWS_PROFILE") and not any(Path(f).expanduser().is_file() for f in files):
+        return None
+    try:
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:  # boto3 not installed: object_store's chain only
+        return None
+    return Boto3CredentialProvider()
 
 
 def polars_storage_options(location: "Location") -> dict[str, str] | None:

@@ -131,3 +131,18 @@ def test_missing_credentials_are_one_clear_line(s3_server, tmp_path):
                             cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert result.returncode != 0
     assert "no credentials for s3://" in result.stderr
+
+
+def test_credentials_from_a_shared_profile_file(s3_server, tmp_path):
+    """The standard chain includes ~/.aws/credentials profiles, which object_store alone does not read."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="team", AWS_EC2_METADATA_DISABLED="true")
+    bucket = s3_server.new_bucket()
+    code = ("from storage.location import as_location\n"
+            f"p = as_location('s3://{bucket}/x.txt'); p.write_bytes(b'hi'); print(p.read_text())\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hi"
