@@ -29,7 +29,10 @@ def _config(section: dict[str, Any] | None, cls):
 
 
 class DatasetReader:
-    """``reader[sample_id]`` or ``reader.read(shard, row)`` -> dict of model-ready float32 arrays."""
+    """``reader[sample_id]`` or ``reader.read(shard, row)`` -> dict of model-ready float32 arrays.
+
+    A stored array whose chunk fails its checksum raises ``storage.CorruptSampleError`` naming the
+    dataset, shard, row, sample and array (``read_batch`` names every bad row of the batch)."""
 
     def __init__(self, root: str | Path | Location, cache_dir: str | Path | None = None,
                  cache_limit_bytes: int | None = None, max_open_shards: int = 8):
