@@ -12,7 +12,16 @@ private PREFECT_HOME and neither PREFECT_API_URL nor RAY_ADDRESS set; wall time 
     python bench/bench_fixed_cost.py                 # this checkout
     python bench/bench_fixed_cost.py --repo /tmp/old --repeat 3   # another checkout, same venv
 
-Measured here (2 CPU cores, shared with other work; medians of 3): see the README's benchmark table.
+Measured here (2 CPU cores shared with other sessions, load average 3-6; medians of 3, seconds):
+
+    path                             before (45ecb05)   after
+    default, fresh PREFECT_HOME            23.2       10.7 / 13.0
+    default, warm                          34.6 (min 22.3)  7.3 / 9.3
+    default --executor ray, warm           23.6       15.3 / 17.9
+    --no-prefect --executor ray            14.6       10.4 / 11.7
+    --no-prefect --executor local           6.0        2.0 / 2.4
+
+("before": the default path was Prefect's ephemeral server plus a local Ray; "after": two runs.)
 """
 
 from __future__ import annotations

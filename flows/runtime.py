@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import socket
 import subprocess

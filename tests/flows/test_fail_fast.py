@@ -120,3 +120,25 @@ def test_successful_build_is_quiet_and_recorded(llvip_src, tmp_path):
     assert "executor: local (auto: 1 shard(s), 4 samples to build" in proc.stdout
     assert "samples stored: 4" in proc.stdout
     assert (tmp_path / "ph" / "prefect.db").exists()
+
+
+def test_urls_stay_urls_and_storage_options_layer(tmp_path):
+    """Roots in a run config keep their URL (pydantic's Path would make s3://b/k a folder s3:/b/k);
+    --storage-option wins over the config's [storage] options."""
+    from flows.config import load_run_config
+    from flows.runtime import apply_storage_options, set_cli_storage_options
+    from storage.location import as_location
+
+    cfg = _toml(tmp_path / "run.toml", '[dataset]\nout = "s3://bkt-one/ds"\n[[sources]]\nlayout = "llvip"\n'
+                                       'root = "gs://bkt-two/src"\n[[sources]]\nlayout = "llvip"\nroot = "rel"\n'
+                                       '[storage]\noptions = { aws_region = "eu-west-1", aws_allow_http = true }\n')
+    run = load_run_config(cfg)
+    assert run.dataset.out == "s3://bkt-one/ds" and run.sources[0].root == "gs://bkt-two/src"
+    assert run.sources[1].root == str(tmp_path / "rel")  # relative to the file
+    assert run.executor.kind == "auto"
+    try:
+        set_cli_storage_options({"aws_region": "us-east-2"})
+        apply_storage_options(run.storage.strings())
+        assert as_location(run.dataset.out).options == {"aws_region": "us-east-2", "aws_allow_http": "true"}
+    finally:
+        set_cli_storage_options({})

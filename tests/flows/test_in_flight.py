@@ -53,22 +53,18 @@ def llvip_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("limit", [3])
-def test_flow_keeps_in_flight_limit_shards_in_flight(llvip_root, tmp_path, monkeypatch, limit):
+def test_flow_keeps_in_flight_limit_shards_in_flight(llvip_root, tmp_path, monkeypatch):
+    limit = 3
     executor = CountingExecutor(limit)
     monkeypatch.setattr(build_flow, "choose_executor", lambda *a, **k: (executor, "counting (test)"))
     config = {"dataset": {"out": str(tmp_path / "ds"), "shard_size": 1},
               "sources": [{"layout": "llvip", "root": str(llvip_root)}]}
-    state = build_dataset_flow_state(config)
+    state = build_flow.build_dataset_flow(config=config, return_state=True)
     result = state.result()
     assert result["stored"] == 8 and result["shards_built"] == 8 and executor.calls == 8
     assert executor.peak == limit, f"{executor.peak} shards in flight, the executor allows {limit}"
     assert result["executor"] == "counting (test)"
     assert _task_runs(state) == 8
-
-
-def build_dataset_flow_state(config):
-    return build_flow.build_dataset_flow(config=config, return_state=True)
 
 
 def _task_runs(state) -> int:
