@@ -26,6 +26,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -34,10 +35,25 @@ from flows.embed_flow import embed_backfill_flow
 from flows.executor_choice import choose_executor
 from flows.plain import embed_arguments, run_plain
 from flows.runtime import apply_storage_options
-from pipelines.build import BuildReport, BuildSession, build_shard
+from pipelines.build import BuildFailed, BuildReport, BuildSession, build_shard
 from pipelines.plan import ShardSpec
 from pipelines.validate import validate_dataset
 from storage.shard import ShardSummary
+
+def _expected_failures() -> tuple[type[BaseException], ...]:
+    from pipelines.build import ConfigMismatch
+    from pipelines.manifest import NoSamplesFound
+    from storage.location import LocationError, StoreError
+    from storage.locks import DatasetLocked
+    from storage.shard import ShardWriteError
+
+    return (BuildFailed, ShardWriteError, NoSamplesFound, ConfigMismatch, DatasetLocked, LocationError,
+            StoreError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+EXPECTED_FAILURES = _expected_failures()
+#: the failures of work (exit 1) among them; the others are mistakes in the inputs (exit 2)
+WORK_FAILURES = ("BuildFailed", "ShardWriteError")
 
 SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS = [1.0, 4.0]  # backoff between attempts, seconds
@@ -91,11 +107,12 @@ def _load(config_path: str | None, config: dict | None) -> RunConfig:
     return load_run_config(config_path) if config_path else parse_run_config(config)
 
 
-def run_shard_tasks(session: BuildSession, executor, limit: int) -> list[str]:
-    """One ``build-shard`` task run per shard to build, at most ``limit`` at once; each summary is
-    recorded as its shard commits. Returns the failures (after Prefect's retries), one line each."""
+def run_shard_tasks(session: BuildSession, executor, limit: int, specs: list[ShardSpec] | None = None) -> list[str]:
+    """One ``build-shard`` task run per shard to build (``specs``, default the session's todo), at most
+    ``limit`` at once; each summary is recorded as its shard commits. Returns the failures (after
+    Prefect's retries), one line each."""
     failed: list[str] = []
-    todo = list(reversed(session.todo))
+    todo = list(reversed(session.todo if specs is None else specs))
     with ThreadPoolTaskRunner(max_workers=limit) as runner:
         in_flight: dict = {}
         while todo or in_flight:
@@ -122,8 +139,20 @@ def run_shard_tasks(session: BuildSession, executor, limit: int) -> list[str]:
 
 
 @flow(name="build-dataset")
-def build_dataset_flow(config_path: str | None = None, config: dict[str, Any] | None = None) -> dict:
-    """Manifest, plan, shard tasks on Ray (or in-process), commit, summary artifact."""
+def build_dataset_flow(config_path: str | None = None, config: dict[str, Any] | None = None):
+    """Manifest, plan, shard tasks on Ray (or in-process), commit, summary artifact.
+
+    A mistake in the inputs that only the build can see (a layout that matches nothing, a dataset
+    built with another config or locked by another build) or a build whose shards failed ends the
+    run in a Failed state carrying one line, not an exception: the run is recorded as failed, and
+    neither the log nor the terminal gets a traceback for what is not a bug."""
+    try:
+        return _build_dataset(config_path, config)
+    except EXPECTED_FAILURES as exc:
+        return Failed(message=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+def _build_dataset(config_path: str | None, config: dict[str, Any] | None) -> dict:
     logger = get_run_logger()
     run = _load(config_path, config)
     apply_storage_options(run.storage.strings())
@@ -138,14 +167,20 @@ def build_dataset_flow(config_path: str | None = None, config: dict[str, Any] | 
         logger.info("dataset %s: %d shards planned, %d to build; executor %s, up to %d shards in flight",
                     session.root, len(session.plan), len(session.todo), chosen, limit)
         failed = run_shard_tasks(session, executor, limit)
+        if run.dataset.retry_rejects and not failed:
+            retries = session.plan_retries()
+            if retries:
+                executor.connect()
+                logger.info("retrying %d transient rejects in %d new shard(s)", session.report.retried, len(retries))
+                failed = run_shard_tasks(session, executor, executor.in_flight_limit(), retries)
     report = session.report
     create_markdown_artifact(build_markdown(report, failed, chosen), key="build-dataset-summary",
                              description=f"build of {report.root}")
     for line in report.lines():
         logger.info(line)
     if failed:
-        raise RuntimeError(f"{len(failed)} shard(s) failed after retries: " + "; ".join(failed)
-                           + ". Committed shards are kept; rerun to build the rest.")
+        raise BuildFailed(f"{len(failed)} shard(s) failed after retries: " + "; ".join(failed)
+                          + ". Committed shards are kept; rerun to build the rest.")
     # The config's encoders, each an embed-backfill subflow run: only shards lacking its store
     embedded = [embed_backfill_flow(str(report.root), **embed_arguments(run, enc)) for enc in run.encoders]
     return {"dataset": str(report.root), "stored": report.stored, "rejected": report.rejected,

@@ -49,6 +49,12 @@ def _add_build(sub) -> None:
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--config", help="TOML/JSON file of preprocessing overrides")
     p.add_argument("--overwrite", action="store_true", help="rebuild a dataset whose config or sources changed")
+    p.add_argument("--retry-rejects", action="store_true",
+                   help="then re-attempt the rejects whose reason is transient (I/O errors, timeouts, object-store "
+                        "errors) as new shards; permanent rejects stay")
+    p.add_argument("--keep-partial", action="store_true",
+                   help="store samples that lack a partner of their layout (e.g. AudioSet video without audio) "
+                        "instead of rejecting them; the summary counts them")
     p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
                    help="auto (default: Ray when --ray-address/RAY_ADDRESS names a cluster or more than "
                         "64 samples in 2+ shards are to be built, else in-process; the output says which), "
@@ -66,7 +72,8 @@ def cmd_build(args) -> int:
     source.update({k: v for k, v in (("name", args.name), ("split", args.split)) if v})
     run_config = {
         "dataset": {"out": str(root_arg(args.out, resolve=True)), "shard_size": args.shard_size,
-                    "overwrite": args.overwrite},
+                    "overwrite": args.overwrite, "retry_rejects": args.retry_rejects,
+                    "keep_partial": args.keep_partial},
         "sources": [source],
         "preprocess": load_overrides(args.config) if args.config else {},
         "executor": {"kind": args.executor, "address": args.ray_address},
@@ -397,6 +404,32 @@ def make_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
+def user_error(exc: BaseException) -> bool:
+    """One of USER_ERRORS, or a flow run that ended Failed with its one-line reason (FailedRun,
+    matched by name: importing Prefect here would slow every command's start)."""
+    return isinstance(exc, USER_ERRORS) or type(exc).__name__ == "FailedRun"
+
+
+def failed_work(exc: BaseException) -> bool:
+    """The inputs were fine but the work failed (a full disk, shards failing after retries): exit 1,
+    where a bad input exits 2. Checked by module, not imported here: the parser stays light. A flow
+    run ends Failed with "<ErrorType>: <message>" (flows.build_flow)."""
+    build, shard = sys.modules.get("pipelines.build"), sys.modules.get("storage.shard")
+    kinds = tuple(k for k in (getattr(build, "BuildFailed", None), getattr(shard, "ShardWriteError", None)) if k)
+    if kinds and isinstance(exc, kinds):
+        return True
+    return type(exc).__name__ == "FailedRun" and str(exc).startswith(("BuildFailed:", "ShardWriteError:"))
+
+
+def _flow_message(exc: BaseException) -> str:
+    """A failed flow run's message without the error type the flow put in front."""
+    text = one_line(exc)
+    head = text.split(" ", 1)[0]
+    if type(exc).__name__ == "FailedRun" and head.endswith(":") and head[:-1].isidentifier():
+        return text.split(": ", 1)[1]
+    return text
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return text or type(exc).__name__
@@ -418,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
 
         set_cli_storage_options(parse_storage_options(args.storage_option))
         rc = args.func(args)
-    except USER_ERRORS as exc:
-        print(f"bindset {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        rc = 2
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if not user_error(exc):
+            raise
+        print(f"bindset {args.command}: error: {' '.join(_flow_message(exc).split())}", file=sys.stderr)
+        rc = 1 if failed_work(exc) else 2
     if argv is None:
         exit_now(rc)
     return rc

@@ -64,6 +64,8 @@ class DatasetSection(_Strict):
     out: Root
     shard_size: int = Field(256, gt=0)
     overwrite: bool = False
+    retry_rejects: bool = False  # re-attempt the standing transient rejects as new shards
+    keep_partial: bool = False  # store samples missing a partner of their layout (counted apart)
 
 
 class SourceSection(_Strict):
@@ -137,7 +139,10 @@ class RunConfig(_Strict):
     def build_config(self):
         from pipelines.config import BuildConfig
 
-        return BuildConfig.from_dict({**self.preprocess, "shard_size": self.dataset.shard_size})
+        overrides = {**self.preprocess, "shard_size": self.dataset.shard_size}
+        if self.dataset.keep_partial:
+            overrides["keep_partial"] = True
+        return BuildConfig.from_dict(overrides)
 
     def create_sources(self):
         from pipelines.sources import create_source
@@ -263,7 +268,7 @@ def check_locations(run: RunConfig, origin: str | None = "config", names: dict[s
     names the key."""
     from flows.runtime import check_read, check_write
 
-    checks = [(f"sources[{i}].root", s.root, check_read) for i, s in enumerate(run.sources)]
+    checks = [(f"sources[{i}].root", s.root, _source_check(s.layout)) for i, s in enumerate(run.sources)]
     checks.append(("dataset.out", run.dataset.out, check_write))
     checks += [(f"encoders[{i}].checkpoint", e.checkpoint, _check_file) for i, e in enumerate(run.encoders)
                if e.checkpoint]
@@ -277,6 +282,20 @@ def check_locations(run: RunConfig, origin: str | None = "config", names: dict[s
             if not message.startswith(key):
                 message = f"{key} {value}: {message}"
             raise ConfigError(_prefixed(origin, message)) from None
+
+
+def _source_check(layout: str):
+    """A source root must exist and, for every layout but ``generic`` (a table file), be a folder."""
+    from flows.runtime import check_read
+
+    def check(value: str, what: str) -> None:
+        check_read(value, what)
+        local = Path(str(value))
+        if layout != "generic" and "://" not in str(value) and local.is_file():
+            raise NotADirectoryError(f"{what} {value} is a file; layout {layout} reads a folder "
+                                     "(a table of paths is --layout generic)")
+
+    return check
 
 
 def _check_file(value: str, what: str) -> None:

@@ -26,7 +26,7 @@ def run_plain(run: RunConfig, progress: bool = True) -> dict:
     started = time.perf_counter()
     executor = AutoExecutor(run.executor.kind, run.executor.address, run.executor.max_in_flight)
     report = build_dataset(run.create_sources(), run.dataset.out, run.build_config(), executor=executor,
-                           overwrite=run.dataset.overwrite, progress=progress)
+                           overwrite=run.dataset.overwrite, progress=progress, retry_rejects=run.dataset.retry_rejects)
     embedded = []
     for encoder in run.encoders:
         from pipelines.embed import EncoderSpec, embed_dataset

@@ -99,6 +99,13 @@ def check_read(value: Path | str, what: str) -> None:
         raise FileNotFoundError(f"{what} {location} does not exist")
 
 
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def check_write(value: Path | str, what: str) -> None:
     """A root to write: a URL is probed with a write and a delete; a local directory is created
     (the command would create it next anyway) and must be writable."""
@@ -109,12 +116,17 @@ def check_write(value: Path | str, what: str) -> None:
         check_reachable(location, write=True)
         return
     path = Path(location).absolute()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise type(exc)(f"{what} {path}: cannot create it ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {path} is not writable")
+    # Nothing is created here: a refused command leaves no trace (the build makes the folder).
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a directory")
+    existing = path if path.exists() else path.parent
+    if not existing.exists():
+        raise FileNotFoundError(f"{what} {path}: its parent folder {existing} does not exist")
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(existing) else "permission denied"
+        raise PermissionError(f"{what} {path} cannot be written ({existing}: {reason})")
 
 
 # -- the Prefect API --------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ class ConfigMismatch(RuntimeError):
     pass
 
 
+class BuildFailed(RuntimeError):
+    """Shards failed (after retries) or could not be written; committed shards are kept and a rerun
+    builds the rest. The CLI exits 1 with this one line."""
+
+
 class QualityFilterFailed(ValueError):
     """A sample decoded fine but fails a configured quality filter (counted like a reject)."""
 
@@ -243,11 +248,12 @@ class BuildSession:
                  overwrite: bool = False):
         self.config = config or BuildConfig()
         self.root = as_location(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
+        # Sources are read before anything is written: a wrong layout leaves no dataset folder behind.
+        manifest = build_manifest(sources)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._lock = DatasetLock(self.root, "build").acquire()
         try:
-            manifest = build_manifest(sources)
             self.plan, self.catalog = prepare_dataset(self.root, manifest, self.config, sources, overwrite)
             reconcile_catalog(self.root, self.catalog, self.plan)
             self.todo = pending_shards(self.root, self.plan)

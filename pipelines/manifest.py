@@ -28,6 +28,35 @@ class Manifest:
         return lines
 
 
+class NoSamplesFound(ValueError):
+    """A layout found no sample in a tree that holds files: most likely the wrong ``--layout``."""
+
+
+def _has_files(root) -> bool:
+    try:
+        return next(iter(root.iterdir()), None) is not None
+    except OSError:
+        return False
+
+
+def _nothing_matched(source: Source) -> str:
+    """Name the layout, what it looked for, and the layouts whose pattern the tree does match."""
+    from pipelines.sources import SOURCE_TYPES
+
+    matching = []
+    for layout, cls in SOURCE_TYPES.items():
+        if layout in (source.layout, "generic"):
+            continue
+        try:
+            if cls(source.root).scan().rows:
+                matching.append(layout)
+        except Exception:  # noqa: BLE001 - a layout whose files are absent simply does not match
+            continue
+    hint = (f"; the tree matches layout {' and '.join(matching)} (--layout {matching[0]})" if matching
+            else "; no other layout matches it either")
+    return f"layout {source.layout} found no samples in {source.root}: it looks for {source.looks_for}{hint}"
+
+
 def build_manifest(sources: list[Source]) -> Manifest:
     rows: list[dict] = []
     problems: list[tuple[str, Problem]] = []
@@ -37,6 +66,8 @@ def build_manifest(sources: list[Source]) -> Manifest:
         raise ValueError(f"source names must be unique, repeated: {duplicated} (pass name=... per source)")
     for source in sources:
         scanned = source.scan()
+        if not scanned.rows and all(p.kind == "missing" for p in scanned.problems) and _has_files(source.root):
+            raise NoSamplesFound(_nothing_matched(source))
         rows.extend(scanned.rows)
         problems.extend((source.name, p) for p in scanned.problems)
     frame = pl.DataFrame(

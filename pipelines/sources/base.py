@@ -95,6 +95,8 @@ class Source(ABC):
     # The modalities that make one sample of this layout (a pair): a source item without one of
     # them is a reject ("no audio stream"), unless the build keeps partial samples.
     partners: ClassVar[tuple[str, ...]] = ()
+    # What the layout's scan looks for, for the error when a non-empty tree yields no sample.
+    looks_for: ClassVar[str] = ""
 
     def __init__(self, root: str | Path | Location, name: str | None = None, split: str | None = None):
         # A local folder or a URL prefix: workers read the files straight from there.

@@ -7,6 +7,7 @@ from pipelines.sources.base import Problem, ScanResult, Source
 
 class LlvipSource(Source):
     layout = "llvip"
+    looks_for = "visible/{train,test}/*.jpg paired by name with infrared/{train,test}/*.jpg"
     partners = ("image", "thermal")
 
     def scan(self) -> ScanResult:

@@ -14,6 +14,7 @@ from preprocess.depth import SENSOR_BASELINE_M, SENSOR_FX, read_intrinsics
 
 class SunRgbdSource(Source):
     layout = "sunrgbd"
+    looks_for = "<scene>/image/*.jpg with <scene>/depth/*.png (and intrinsics.txt)"
     partners = ("image", "depth")
 
     def __init__(self, root, name=None, split=None, depth_dir: str = "depth", split_file: str = "splits.csv"):

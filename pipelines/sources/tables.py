@@ -31,6 +31,7 @@ class ImageTextSource(Source):
     """``images/*.jpg`` plus a table of (path, caption), paths relative to the root."""
 
     layout = "image-text"
+    looks_for = "captions.parquet|csv|jsonl (path, caption) and the images it lists"
     partners = ("image", "text")
 
     def __init__(self, root, name=None, split=None, table: str | None = None):

@@ -26,6 +26,7 @@ class AudioSetSource(Source):
     """``videos/<YTID>.mp4`` (the labelled segment, H.264 + AAC) with ``labels.csv``."""
 
     layout = "audioset"
+    looks_for = "labels.csv listing YTIDs and videos/<YTID>.mp4"
     partners = ("video", "audio")
 
     def __init__(self, root, name=None, split=None, labels: str = "labels.csv", videos: str = "videos"):
@@ -55,6 +56,7 @@ class Ego4dSource(Source):
     """``v2/full_scale/<uid>.mp4`` + ``v2/imu/<uid>.csv``; one sample per narration (anchor time)."""
 
     layout = "ego4d"
+    looks_for = "v2/full_scale/<uid>.mp4 with v2/imu/<uid>.csv"
     partners = ("video", "imu")
 
     def __init__(self, root, name=None, split=None, window_s: float = 5.0,
