@@ -96,8 +96,11 @@ def as_location(value: "str | os.PathLike | ObjectPath", options: dict[str, str]
     text = os.fspath(value)
     if "://" not in text:
         scheme = text.split(":", 1)[0].lower() if ":" in text else ""
-        if scheme in (*OBJECT_SCHEMES, "file") and not os.path.exists(text):
-            raise LocationError(f"malformed URL {text!r}: expected {scheme}://bucket/path")
+        if scheme in (*OBJECT_SCHEMES, "file"):
+            # Even where a folder of that name exists (left by a tool that mangled a URL before):
+            # "s3:/b/k" is a URL missing a slash far more often than a folder someone meant.
+            raise LocationError(f"malformed URL {text!r}: expected {scheme}://bucket/path "
+                                f"(for a local folder of that name, write ./{text})")
         return Path(text)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -473,6 +476,10 @@ def _make_store(scheme: str, bucket: str, options: dict[str, str]):
     allow_http = config.pop("allow_http", None) or config.pop("aws_allow_http", None) or os.environ.get("AWS_ALLOW_HTTP")
     if allow_http is not None:
         client["allow_http"] = str(allow_http).lower() in ("1", "true", "yes")
+    if scheme == "s3" and _no_credential_source(config):
+        raise StoreError(f"no credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile "
+                         "or web identity, or pass --storage-option (instance metadata is disabled by "
+                         "AWS_EC2_METADATA_DISABLED)")
     try:
         if scheme == "s3":
             provider = _profile_credentials(config)
@@ -482,6 +489,21 @@ def _make_store(scheme: str, bucket: str, options: dict[str, str]):
         return AzureStore(bucket, config=config or None, client_options=client or None)
     except Exception as exc:  # noqa: BLE001
         raise LocationError(f"storage options for {scheme}://{bucket}: {_first_line(exc)}") from None
+
+
+def _no_credential_source(config: dict[str, str]) -> bool:
+    """True when AWS_EC2_METADATA_DISABLED rules out instance metadata and no other source of the
+    chain is configured (object_store would still ask 169.254.169.254, which boto3 would not)."""
+    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() not in ("1", "true"):
+        return False
+    keys = ("access_key_id", "aws_access_key_id", "skip_signature", "aws_skip_signature")
+    env = ("AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+           "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_PROFILE")
+    if any(k in config for k in keys) or any(os.environ.get(k) for k in env):
+        return False
+    files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    return not any(Path(f).expanduser().is_file() for f in files)
 
 
 def _profile_credentials(config: dict[str, str]):
