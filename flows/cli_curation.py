@@ -68,7 +68,7 @@ def add_index(sub) -> None:
     p.add_argument("--modality", nargs="+", help="store columns to index (default: all)")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="flat",
                    help="codes in the IVF lists: flat float32 (default), fp16 (half the memory) or sq8 (a quarter)")
-    p.add_argument("--nlist", type=int, help="IVF lists (default about 4 sqrt(N); an exact Flat index under 20,000 vectors)")
+    p.add_argument("--nlist", type=int, help="IVF lists (default about sqrt(N); an exact Flat index under 20,000 vectors)")
     p.add_argument("--nprobe", type=int, help="lists probed per query (default: tuned for recall@10 >= --target-recall)")
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the index could be extended")

@@ -7,7 +7,7 @@ Library: **faiss-cpu**, not usearch. Both are well kept and both would do for se
 wins on what the rest of bindset needs from it on CPUs:
 
 - build cost: its IVF index is trained by k-means on a sample (40 vectors per list) and filled by one
-  assignment pass, which is a few minutes for 1M x 1024 on 2 cores; an HNSW graph (usearch's only
+  assignment pass, about a minute or two for 1M x 1024 on 2 cores (bench/bench_ann.py); an HNSW graph (usearch's only
   index) costs hundreds of distance evaluations per insert: measured here, faiss' own HNSW took 72 s
   for 50k x 1024, i.e. far beyond the ~15 min budget at 1M;
 - incremental adds: shards embedded later go into the trained IVF lists without touching the rest
@@ -30,7 +30,9 @@ index: it warns (``IndexStaleWarning``, naming what changed) and falls back to e
 
 Kind: stores under ``flat_below`` vectors (20,000) get an exact ``IndexFlatIP`` (an index that
 answers like numpy, so small stores lose nothing); larger ones ``IVF<nlist>`` with nlist about
-4 sqrt(N) and float32 (``flat``), float16 (``fp16``) or int8 (``sq8``) codes. The number of lists
+sqrt(N) and float32 (``flat``), float16 (``fp16``) or int8 (``sq8``) codes. faiss suggests 4 to 16
+sqrt(N) lists; we take fewer because k-means costs grow with nlist^2 (40 training vectors per
+list): at 1M x 1024 on 2 cores, sqrt(N) lists train in about 20 s, 4 sqrt(N) in about 5 minutes. The number of lists
 probed per query (``nprobe``) is tuned at build time: the smallest power of two whose recall@10 on
 256 of the store's own vectors (themselves left out) reaches ``target_recall`` (0.95) against exact
 search; the manifest records it with the recall and the measured query times, index and exact.
@@ -103,8 +105,8 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 def default_nlist(n: int) -> int:
-    """About 4 sqrt(N) lists, at least 39 training vectors each (faiss' own floor)."""
-    return int(max(1, min(4 * math.sqrt(n), n // 39)))
+    """About sqrt(N) lists (module doc), at least 39 training vectors each (faiss' own floor)."""
+    return int(max(1, min(math.sqrt(n), n // 39)))
 
 
 def make_index(dim: int, n: int, params: IndexParams = IndexParams()):
