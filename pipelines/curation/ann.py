@@ -168,6 +168,7 @@ def set_nprobe(index, nprobe: int | None) -> None:
 def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k in numpy (the baseline the index is measured against), best first."""
     k = min(k, len(vectors))
+    queries = np.asarray(queries, dtype=vectors.dtype)  # a float64 query would make numpy copy the store
     idx = np.empty((len(queries), k), np.int64)
     val = np.empty((len(queries), k), np.float32)
     for s in range(0, len(queries), block):
