@@ -32,7 +32,8 @@ Kind: stores under ``flat_below`` vectors (20,000) get an exact ``IndexFlatIP`` 
 answers like numpy, so small stores lose nothing); larger ones ``IVF<nlist>`` with nlist about
 sqrt(N) and float32 (``flat``), float16 (``fp16``) or int8 (``sq8``) codes. faiss suggests 4 to 16
 sqrt(N) lists; we take fewer because k-means costs grow with nlist^2 (40 training vectors per
-list): at 1M x 1024 on 2 cores, sqrt(N) lists train in about 20 s, 4 sqrt(N) in about 5 minutes. The number of lists
+list): at 1M x 1024 on 2 cores, 1,000 lists trained in 4-15 s and the whole build took 15-31 s
+(bench/bench_ann.py), where 4,000 lists would take minutes to train. The number of lists
 probed per query (``nprobe``) is tuned at build time: the smallest power of two whose recall@10 on
 256 of the store's own vectors (themselves left out) reaches ``target_recall`` (0.95) against exact
 search; the manifest records it with the recall and the measured query times, index and exact.

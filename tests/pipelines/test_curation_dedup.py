@@ -186,3 +186,17 @@ def test_temporal_exact_copies_and_windows(tmp_path):
     build_dataset([create_source("ego4d", ego)], ego_ds, BuildConfig(shard_size=8), progress=False)
     hashes = content_hashes(ego_ds)
     assert hashes.height >= 2 and hashes["content_hash"].n_unique() == hashes.height
+
+
+def test_dedup_of_a_dataset_on_an_object_store(tmp_path, s3_bucket):
+    """Sources read through the manifest, the table written through the location layer, the loader
+    reading it back: the same groups as on disk."""
+    p = plant(tmp_path / "src")
+    url = f"s3://{s3_bucket}/planted"
+    build_dataset([create_source("generic", p.table)], url, BuildConfig(shard_size=20), progress=False)
+    report = dedup_dataset(url, name="exact")
+    assert (report.samples, report.exact_dropped) == (40, 7)
+    assert str(report.path) == f"{url}/dedup/exact.parquet"
+    kept = read_dedup(url, "exact").filter(pl.col("kept"))["sample_id"].to_list()
+    loader = storage.ShardDataset(url, dedup="exact", shuffle=False, cache_dir=tmp_path / "cache")
+    assert len(loader) == 33 and sorted(item["sample_id"] for item in loader) == sorted(kept)
