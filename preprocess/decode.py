@@ -34,6 +34,20 @@ import numpy as np
 import torch
 
 
+def _free_codec_contexts_before_fork() -> None:
+    """A PyAV codec context caught in a reference cycle owns FFmpeg's frame threads until the garbage
+    collector frees it. If that happens in a forked child (a DataLoader worker), where those threads
+    do not exist, ``avcodec_free_context`` waits forever in ``pthread_cond_destroy`` (seen: workers
+    hung in their first ``torch.manual_seed``). Collecting in the parent right before a fork frees
+    them where their threads live."""
+    import gc
+
+    gc.collect()
+
+
+os.register_at_fork(before=_free_codec_contexts_before_fork)
+
+
 # Decoder threads when a call does not say: 0 = FFmpeg's choice (one per core), 1 = none.
 DECODE_THREADS = int(os.environ.get("BINDSET_DECODE_THREADS", "0") or 0)
 

@@ -88,3 +88,42 @@ def test_a_file_size_limit_fails_the_build_cleanly_and_a_rerun_completes(llvip, 
     rerun = _bindset(*args)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert validate_dataset(out).ok
+
+
+def test_read_only_output_is_refused(llvip, tmp_path):
+    """A read-only file system under --out (a read-only tmpfs: the tests run as root here, where file
+    modes do not stop writes)."""
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    if os.geteuid() == 0:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)],
+                              capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
+    else:
+        mount_point.chmod(0o555)
+    try:
+        line = _one_line_error(_bindset("build", str(llvip), "--layout", "llvip", "--out", str(mount_point / "ds"),
+                                        "--no-prefect"))
+        assert "cannot be written" in line and ("read-only file system" in line or "permission denied" in line)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(mount_point)], capture_output=True)
+
+
+def test_retry_rejects_from_the_command_line(llvip, tmp_path):
+    """A read that fails once (an injected EIO) is a transient reject; --retry-rejects recovers it."""
+    flaky = sorted((llvip / "visible").rglob("*.jpg"))[0].relative_to(llvip).as_posix()
+    out = tmp_path / "ds"
+    args = ["build", str(llvip), "--layout", "llvip", "--out", str(out), "--no-prefect", "--no-progress"]
+    env_faults = {"BINDSET_FAULTS": f"read:{flaky}=transient", "BINDSET_FAULTS_DIR": str(tmp_path / "faults")}
+    first = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                           env={**os.environ, **env_faults}, timeout=300)
+    assert first.returncode == 0 and "rejected: 1" in first.stdout, first.stdout + first.stderr
+    second = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--retry-rejects"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, **env_faults}, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    import storage
+
+    assert storage.scan_index(out).collect().height == 4
+    assert storage.scan_rejects(out).collect().height == 0
