@@ -13,16 +13,13 @@ Usage: python bench/bench_build_s3.py [-n 64] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -31,21 +28,10 @@ sys.path.insert(0, str(REPO))
 
 
 def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    moto = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            break
-        except Exception:
-            time.sleep(0.2)
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_ALLOW_HTTP="true", AWS_EC2_METADATA_DISABLED="true")
+    from storage import local_s3
+
+    proc, endpoint = local_s3.start(log)
+    local_s3.use(endpoint)
     return proc, endpoint
 
 
@@ -78,6 +64,7 @@ def main() -> None:
     from pipelines.executors import LocalExecutor
     from pipelines.sources import create_source
     from pipelines.synth import synthesize
+    from storage.local_s3 import upload_tree
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     log = tmp / "moto.log"
@@ -88,9 +75,7 @@ def main() -> None:
         bucket = "bench-build"
         client = boto3.client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket=bucket)
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                client.upload_file(str(f), bucket, f"src/{f.relative_to(src).as_posix()}")
+        upload_tree(client, src, bucket, "src")
         shard = 16
 
         def local_build(i: int) -> float:

@@ -57,54 +57,28 @@ class S3Server:
         self.client().create_bucket(Bucket=name)
         return name
 
+    def upload_tree(self, local: Path, bucket: str, prefix: str) -> str:
+        """Every file under ``local`` to ``s3://bucket/prefix/`` with the same relative keys."""
+        from storage.local_s3 import upload_tree
+
+        return upload_tree(self.client(), local, bucket, prefix)
+
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         paginator = self.client().get_paginator("list_objects_v2")
         return sorted(o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
                       for o in page.get("Contents", []))
 
 
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_ALLOW_HTTP": "true",
-    # never fall through to instance metadata (a network call) in tests
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
 @pytest.fixture(scope="session")
 def s3_server():
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from storage import local_s3
 
-    moto = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    if not Path(moto).exists():
-        pytest.skip("moto_server not installed (pip install -e '.[dev]')")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.2)
-    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update(S3_ENV)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    try:
+        proc, endpoint = local_s3.start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    saved = {k: os.environ.get(k) for k in [*local_s3.CLIENT_ENV, "AWS_ENDPOINT_URL"]}
+    local_s3.use(endpoint)
     try:
         yield S3Server(endpoint, proc)
     finally:

@@ -35,12 +35,7 @@ def local_sources(tmp_path_factory):
 @pytest.fixture(scope="module")
 def s3_sources(s3_server, local_sources):
     """The same tree uploaded to a bucket: the s3 build never sees the local copy."""
-    bucket = s3_server.new_bucket("src")
-    client = s3_server.client()
-    for f in sorted(local_sources.rglob("*")):
-        if f.is_file():
-            client.upload_file(str(f), bucket, f"llvip/{f.relative_to(local_sources).as_posix()}")
-    return f"s3://{bucket}/llvip"
+    return s3_server.upload_tree(local_sources, s3_server.new_bucket("src"), "llvip")
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,7 @@ def local_ds(tmp_path_factory):
 
 
 def _upload(s3_server, local: Path, bucket: str, prefix: str) -> str:
-    client = s3_server.client()
-    for f in sorted(local.rglob("*")):
-        if f.is_file():
-            client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(local).as_posix()}")
-    return f"s3://{bucket}/{prefix}"
+    return s3_server.upload_tree(local, bucket, prefix)
 
 
 @pytest.fixture(scope="module")
