@@ -65,6 +65,7 @@ def pipeline(n: int, rounds: int) -> None:
     from pipelines.executors import LocalExecutor
     from pipelines.sources import create_source
     from pipelines.synth import synthesize
+    from storage.loader import ShardDataset
     from storage.reader import DatasetReader
 
     checksummed = shard_module._create_chunked
@@ -74,6 +75,7 @@ def pipeline(n: int, rounds: int) -> None:
 
     build_s = {False: [], True: []}
     read_s = {False: [], True: []}
+    loader_s = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         synthesize(tmp / "src", "llvip", n, seed=0)
@@ -91,8 +93,14 @@ def pipeline(n: int, rounds: int) -> None:
                     for row in range(rows):
                         reader.read(0, row)
                     read_s[checksums].append(time.perf_counter() - t)
+                # What training sees: the loader with its default shuffle, in-process.
+                dataset = ShardDataset(out, shuffle=True, seed=r)
+                t = time.perf_counter()
+                count = sum(1 for _ in dataset)
+                loader_s[checksums].append(time.perf_counter() - t)
+                assert count == n
         shard_module._create_chunked = checksummed
-    for name, table in (("build", build_s), ("model-ready read", read_s)):
+    for name, table in (("build", build_s), ("model-ready read", read_s), ("ShardDataset", loader_s)):
         plain, summed = statistics.median(table[False]), statistics.median(table[True])
         print(f"  {name:16s}: without {n / plain:7.1f} samples/s, with Fletcher-32 {n / summed:7.1f} samples/s, "
               f"ratio {plain / summed:.2f}x")
