@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.runtime import PrefectApi, check_read, check_write, local_only, quiet_defaults, root_arg
+from flows.runtime import PrefectApi, check_read, check_write, local_only, quiet_defaults, require_weights, root_arg
 
 SPATIAL_LAYOUTS = ("sunrgbd", "llvip", "image-text")
 
@@ -241,13 +241,6 @@ def _add_embed(sub) -> None:
     p.add_argument("--random-weights", action="store_true", help="no checkpoint: a seeded random init (smoke tests)")
     p.add_argument("--no-prefect", action="store_true")
     p.set_defaults(func=cmd_embed, uses_prefect=True)
-
-
-def require_weights(encoder: str, checkpoint: str | None, random_weights: bool, option: str = "--checkpoint") -> None:
-    """Embeddings of random weights look like any others: ask for them explicitly."""
-    if checkpoint is None and not random_weights:
-        raise ValueError(f"{encoder} needs {option} PATH, a local weights file (nothing is downloaded); "
-                         f"pass --random-weights to use a seeded random init instead (smoke tests only)")
 
 
 def _check_checkpoint(checkpoint: str) -> None:

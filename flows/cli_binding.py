@@ -185,7 +185,7 @@ def cmd_eval(args) -> int:
         if not args.text_encoder or not args.classes:
             raise ValueError("--zero-shot needs --text-encoder and --classes")
         from encoders import create_encoder
-        from flows.cli import require_weights
+        from flows.runtime import require_weights
 
         require_weights(args.text_encoder, args.text_checkpoint, args.random_weights, "--text-checkpoint")
         require_store(args.dataset, _store_column(args.zero_shot)[0])
@@ -277,7 +277,7 @@ def cmd_search(args) -> int:
     for source, modality, name, checkpoint, weight in zip(args.query, modalities, encoders, checkpoints, weights):
         key = (name, checkpoint, modality)
         if not Path(name).exists():  # a factory name; a binding run directory carries its weights
-            from flows.cli import require_weights
+            from flows.runtime import require_weights
 
             require_weights(name, checkpoint, args.random_weights)
         if key not in loaded:

@@ -266,7 +266,7 @@ def check_locations(run: RunConfig, origin: str | None = "config", names: dict[s
     """Every root of the config can be used, before anything starts: source roots exist (URLs: the
     bucket answers these credentials), the output root can be written, checkpoints exist. The error
     names the key."""
-    from flows.runtime import check_read, check_write
+    from flows.runtime import check_write
 
     checks = [(f"sources[{i}].root", s.root, _source_check(s.layout)) for i, s in enumerate(run.sources)]
     checks.append(("dataset.out", run.dataset.out, check_write))

@@ -260,3 +260,10 @@ class PrefectApi:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def require_weights(encoder: str, checkpoint: str | None, random_weights: bool, option: str = "--checkpoint") -> None:
+    """Embeddings of random weights look like any others: ask for them explicitly."""
+    if checkpoint is None and not random_weights:
+        raise ValueError(f"{encoder} needs {option} PATH, a local weights file (nothing is downloaded); "
+                         f"pass --random-weights to use a seeded random init instead (smoke tests only)")

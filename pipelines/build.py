@@ -1,34 +1,31 @@
-"""The per-shard build step and the driver that plans, resumes and commits a dataset build.
+"""The driver of a dataset build: plan, resume, commit and catalog (holding the dataset lock).
 
-``build_shard`` is a plain function of (dataset root, shard spec, config): executors (local, Ray) and
-Prefect tasks only decide where it runs.
+The per-shard step, ``build_shard``, lives in ``pipelines.shard_build`` (re-exported here): executors
+(local, Ray) and Prefect tasks run it; this module hands them the shards to build.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
-from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import SHARD_COLUMN, ShardSpec, assign_shards, next_shard_id, plan_from_manifest
-from pipelines.samples import InputPrefetch, SampleError, is_transient, missing_partners, process_sample
+from pipelines.shard_build import QualityFilterFailed, build_shard  # noqa: F401 - re-exported
 from pipelines.sources import MODALITY_URI, Source
 from storage import format as fmt
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
-from storage.location import Location, as_location, is_remote, is_url, list_files, remove_tree, sha256_of, write_bytes_atomic
+from storage.location import Location, as_location, is_remote, list_files, remove_tree, sha256_of, write_bytes_atomic
 from storage.locks import DatasetLock
 from storage.schema import reject_frame
-from storage.shard import ShardSummary, ShardWriter, read_shard_file_metadata
+from storage.shard import ShardSummary, read_shard_file_metadata
 
 
 class ConfigMismatch(RuntimeError):
@@ -38,62 +35,6 @@ class ConfigMismatch(RuntimeError):
 class BuildFailed(RuntimeError):
     """Shards failed (after retries) or could not be written; committed shards are kept and a rerun
     builds the rest. The CLI exits 1 with this one line."""
-
-
-class QualityFilterFailed(ValueError):
-    """A sample decoded fine but fails a configured quality filter (counted like a reject)."""
-
-
-def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfig,
-                on_sample: Callable[[], None] | None = None) -> ShardSummary:
-    """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept.
-    ``root`` is a local directory or a URL: the shard goes straight there from wherever this runs."""
-    started = time.perf_counter()
-    faults.check("shard", spec.shard_id)
-    writer = ShardWriter(as_location(root), spec.shard_id, capacity=max(len(spec), 1)).open()
-    remote_inputs = any(is_url(row.get("root")) for row in spec.rows)
-    prefetch = InputPrefetch(spec.rows) if remote_inputs else contextlib.nullcontext()
-    try:
-        with prefetch:
-            partial = _build_rows(writer, spec, config, prefetch if remote_inputs else None, on_sample)
-        summary = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started, "partial": partial})
-
-
-def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefetch: InputPrefetch | None,
-                on_sample: Callable[[], None] | None) -> int:
-    """Process and write every row; returns how many stored samples lack a partner (keep_partial)."""
-    partial = 0
-    for position, row in enumerate(spec.rows):
-        if prefetch is not None:
-            prefetch.advance(position)
-        try:
-            sample = process_sample(row, config)
-        except SampleError as err:
-            writer.reject(row["sample_id"], err.stage, err.cause, err.input_path, transient=is_transient(err.cause))
-        else:
-            failed = config.filters.failures(sample.fields)
-            if failed:
-                first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
-                writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
-            else:
-                writer.write(sample.arrays,
-                             {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
-                partial += bool(missing_partners(row.get("layout"), sample.modalities))
-        if on_sample is not None:
-            on_sample()
-    return partial
-
-
-_COPIED = ("sample_id", "source", "layout", "split", "uri_image", "uri_depth", "uri_thermal", "uri_video",
-           "uri_audio", "uri_imu", "caption", "label", "sensor", "fx", "baseline_m", "fps", "anchor_s")
-
-
-def _index_fields(row: dict) -> dict:
-    return {k: row.get(k) for k in _COPIED}
 
 
 @dataclass

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextvars
 import errno
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from pipelines import faults
+from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.config import BuildConfig
 from pipelines.sources.base import resolve_inside
 from preprocess.crops import CropBox, center_crop_box, check_same_aspect
@@ -22,30 +22,6 @@ from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
 from preprocess.image import crop_rgb, decode_image_pil
 from preprocess.text import tokenize
 from preprocess.thermal import crop_thermal, decode_thermal
-
-
-class SampleError(Exception):
-    def __init__(self, stage: str, cause: BaseException | str, input_path: str = ""):
-        super().__init__(str(cause))
-        self.stage = stage
-        self.cause = cause
-        self.input_path = input_path
-
-    @property
-    def error_type(self) -> str:
-        return type(self.cause).__name__ if isinstance(self.cause, BaseException) else "Rejected"
-
-
-@dataclass
-class ProcessedSample:
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
-    modalities: list[str] = field(default_factory=list)
-
-    def add(self, modality: str, arrays: dict[str, np.ndarray], **fields: Any) -> None:
-        self.arrays.update({f"{modality}/{k}": v for k, v in arrays.items()})
-        self.fields.update(fields)
-        self.modalities.append(modality)
 
 
 _PREFETCH: contextvars.ContextVar["InputPrefetch | None"] = contextvars.ContextVar("bindset_prefetch", default=None)
@@ -130,15 +106,6 @@ def read_input(row: dict[str, Any], uri_column: str) -> tuple[bytes, str]:
     if not data:
         raise SampleError("read", ValueError(f"{rel} is empty (0 bytes)"), rel)
     return data, rel
-
-
-def _stage(stage: str, rel: str, fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except SampleError:
-        raise
-    except Exception as exc:  # decoders raise many types; every one becomes a recorded reject
-        raise SampleError(stage, exc, rel) from exc
 
 
 def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[int, int]]:

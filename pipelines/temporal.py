@@ -16,7 +16,7 @@ import numpy as np
 
 from pipelines import faults
 from pipelines.config import BuildConfig
-from pipelines.samples import ProcessedSample, SampleError, _stage
+from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
 from storage.location import local_copy
 from preprocess.audio import log_mel_clips

@@ -683,7 +683,7 @@ def remote_shard(dataset: Any, shard_id: int, catalog: dict[str, Any] | None) ->
     if entry is not None and entry.get("sha256") and entry.get("bytes") is not None:
         sha, size = str(entry["sha256"]), int(entry["bytes"])
     else:
-        from storage.shard import read_shard_file_metadata
+        from storage.shard_meta import read_shard_file_metadata
 
         try:
             meta = read_shard_file_metadata(fmt.index_path(root, shard_id))

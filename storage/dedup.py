@@ -49,7 +49,6 @@ def list_dedup_names(root: str | Path | Location) -> list[str]:
 
 def write_dedup(root: str | Path | Location, name: str, frame: pl.DataFrame, meta: dict[str, Any]) -> Location:
     """Publish a table atomically (rename on disk, one PUT on an object store), settings in the footer."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     frame = frame.select([pl.col(c).cast(t) for c, t in DEDUP_SCHEMA.items()])

@@ -99,7 +99,7 @@ def list_encoder_ids(root: str | Path | Location) -> list[str]:
 def scan_embeddings(root: str | Path | Location, encoder_id: str) -> pl.LazyFrame:
     """All committed vectors of one encoder as a LazyFrame (sample_id + one Array column per modality);
     ``root`` may be a URL (Polars scans it natively)."""
-    from storage import scan_files
+    from storage.scans import scan_files
 
     files = list_files(embedding_dir(root, encoder_id), ".parquet")
     if not files:

@@ -109,7 +109,7 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from storage import scan_index
+from storage.scans import scan_index
 from storage.location import Location, as_location, is_remote, list_files, polars_storage_options
 from storage.reader import DatasetReader
 from storage.shard import CorruptSampleError, ShardReader, ShardReaderPool

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from storage import scan_index
+from storage.scans import scan_index
 from storage.catalog import load_catalog
 from storage.location import Location, as_location, is_remote
 from storage.shard import ShardReader, ShardReaderPool

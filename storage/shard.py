@@ -31,6 +31,12 @@ import polars as pl
 from storage import format as fmt
 from storage.atomic import sha256_file
 from storage.location import Location, as_location, is_remote, publish_file
+from storage.shard_meta import (  # noqa: F401 - re-exported
+    SHARD_BYTES_KEY,
+    SHARD_SHA256_KEY,
+    read_shard_file_metadata,
+    shard_file_metadata,
+)
 from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
 
 
@@ -269,35 +275,6 @@ def os_reason(exc: BaseException) -> str:
         return f"{os.strerror(code)} (errno {code}: {errno_module.errorcode[code]})"
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-SHARD_SHA256_KEY = "bindset.shard_sha256"
-SHARD_BYTES_KEY = "bindset.shard_bytes"
-
-
-def shard_file_metadata(sha256: str, size: int) -> dict[str, str]:
-    """Parquet key-value metadata of an index file: what its shard file must hash to."""
-    return {SHARD_SHA256_KEY: sha256, SHARD_BYTES_KEY: str(size)}
-
-
-def read_shard_file_metadata(index_file: str | Path | Location) -> tuple[str, int] | None:
-    """(sha256, bytes) of the shard an index file commits, from its footer alone (one ranged read
-    on an object store); None for indexes written before this metadata existed."""
-    import pyarrow.parquet as pq
-
-    location = as_location(index_file)
-    if is_remote(location):
-        import io
-
-        source = io.BytesIO(location.read_bytes())
-    else:
-        source = location
-    meta = pq.read_metadata(source).metadata or {}
-    sha = meta.get(SHARD_SHA256_KEY.encode())
-    size = meta.get(SHARD_BYTES_KEY.encode())
-    if sha is None or size is None:
-        return None
-    return sha.decode(), int(size)
 
 
 def _dataset_keys(h5: h5py.File) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from pipelines.build import build_shard
+from pipelines.shard_build import build_shard
 from pipelines.config import BuildConfig
 from pipelines.executors.base import Executor, WorkerFactory
 from pipelines.plan import ShardSpec

@@ -58,7 +58,7 @@ def _use_only_the_allotted_cpus() -> None:
 def _build_shard_task(root, spec: ShardSpec, config: BuildConfig) -> dict:
     import ray
 
-    from pipelines.build import build_shard
+    from pipelines.shard_build import build_shard
 
     _use_only_the_allotted_cpus()
     # A local root travels as a string, an object-store root as an ObjectPath (URL + options; the
