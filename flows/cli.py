@@ -52,6 +52,9 @@ def _add_build(sub) -> None:
     p.add_argument("--retry-rejects", action="store_true",
                    help="then re-attempt the rejects whose reason is transient (I/O errors, timeouts, object-store "
                         "errors) as new shards; permanent rejects stay")
+    p.add_argument("--max-reject-fraction", type=_reject_fraction, default=0.5, metavar="F",
+                   help="exit 1 with the top reasons when more than F of the samples read were rejected "
+                        "(default 0.5; the shards are committed either way)")
     p.add_argument("--keep-partial", action="store_true",
                    help="store samples that lack a partner of their layout (e.g. AudioSet video without audio) "
                         "instead of rejecting them; the summary counts them")
@@ -85,14 +88,16 @@ def cmd_build(args) -> int:
     if args.no_prefect:
         from flows.plain import run_plain
 
-        _print_result(run_plain(run, progress=not args.no_progress))
-        return 0
-    api = args.prefect_api.start()
-    _connect_early(args.executor, args.ray_address)
-    from flows.build_flow import build_dataset_flow
+        result = run_plain(run, progress=not args.no_progress)
+    else:
+        api = args.prefect_api.start()
+        _connect_early(args.executor, args.ray_address)
+        from flows.build_flow import build_dataset_flow
 
-    api.wait()
-    _print_result(build_dataset_flow(config=run_config))
+        api.wait()
+        result = build_dataset_flow(config=run_config)
+    _print_result(result)
+    check_reject_fraction(result, args.max_reject_fraction)
     return 0
 
 
@@ -103,6 +108,29 @@ def _connect_early(kind: str, address: str | None) -> None:
         from pipelines.executors import create_executor
 
         create_executor("ray", ray_address=address).connect()
+
+
+def check_reject_fraction(result: dict, limit: float | None) -> None:
+    """A build that rejected more than ``limit`` of what it read finished its shards (all committed),
+    but something is likely wrong with the inputs or the layout: fail with the top reasons."""
+    rejected, stored = result.get("rejected", 0), result.get("stored", 0)
+    if limit is None or not result.get("shards_built") or rejected + stored == 0:
+        return
+    fraction = rejected / (rejected + stored)
+    if fraction > limit:
+        from pipelines.build import BuildFailed
+
+        top = ", ".join(f"{reason} {count}" for reason, count in list(result.get("reject_reasons", {}).items())[:3])
+        raise BuildFailed(f"{rejected} of {rejected + stored} samples rejected ({fraction:.0%} > "
+                          f"--max-reject-fraction {limit:g}); top reasons: {top or 'none recorded'}. "
+                          "The committed shards are kept (see storage.scan_rejects).")
+
+
+def _reject_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def _print_result(result: dict) -> None:

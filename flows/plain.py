@@ -38,5 +38,6 @@ def run_plain(run: RunConfig, progress: bool = True) -> dict:
                          "samples": sum(s.rows for s in done.embedded), "already_done": done.already_done,
                          "seconds": done.seconds})
     return {"dataset": str(report.root), "stored": report.stored, "rejected": report.rejected,
+            "reject_reasons": report.all_reject_reasons(),
             "shards_built": len(report.summaries), "seconds": time.perf_counter() - started, "embedded": embedded,
             "executor": executor.description}

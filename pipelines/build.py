@@ -63,6 +63,13 @@ class BuildReport:
             counts.update(s.reject_reasons)
         return dict(sorted(counts.items()))
 
+    def all_reject_reasons(self) -> dict[str, int]:
+        """Rejects of this run by reason, manifest-stage problems included (as ``manifest:<kind>``)."""
+        counts: Counter[str] = Counter(self.reject_reasons())
+        if self.manifest_rejects:
+            counts["manifest"] += self.manifest_rejects
+        return dict(counts.most_common())
+
     def lines(self) -> list[str]:
         rate = self.stored / self.seconds if self.seconds > 0 else 0.0
         out = [

@@ -127,3 +127,19 @@ def test_retry_rejects_from_the_command_line(llvip, tmp_path):
 
     assert storage.scan_index(out).collect().height == 4
     assert storage.scan_rejects(out).collect().height == 0
+
+
+def test_a_build_that_rejects_most_samples_exits_1_with_the_top_reasons(tmp_path):
+    """Every visible JPEG truncated: the shards commit (rejects recorded), but the command fails."""
+    src = tmp_path / "src"
+    synthesize(src, "llvip", 4, seed=5)
+    for jpg in (src / "visible").rglob("*.jpg"):
+        jpg.write_bytes(jpg.read_bytes()[:100])
+    out = tmp_path / "ds"
+    result = _bindset("build", str(src), "--layout", "llvip", "--out", str(out), "--no-prefect", "--no-progress")
+    line = _one_line_error(result, rc=1)
+    assert "4 of 4 samples rejected (100% > --max-reject-fraction 0.5); top reasons: decode:" in line
+    assert (out / "index" / "00000.parquet").exists(), "the shards are committed either way"
+    relaxed = _bindset("build", str(src), "--layout", "llvip", "--out", str(tmp_path / "ds2"), "--no-prefect",
+                       "--no-progress", "--max-reject-fraction", "1")
+    assert relaxed.returncode == 0, relaxed.stderr[-1000:]
