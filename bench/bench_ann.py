@@ -76,7 +76,7 @@ def make_vectors(n: int, dim: int, data: str, rng: np.random.Generator, chunk: i
         else:
             noise = rng.standard_normal((m, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
             block = centres[rng.integers(len(centres), size=m)] + noise
-        x[s:s + m] = unit_rows(block)
+        x[s : s + m] = unit_rows(block)
     return x, centres
 
 
@@ -87,8 +87,15 @@ def make_queries(q: int, dim: int, centres, rng) -> np.ndarray:
     return unit_rows(centres[rng.integers(len(centres), size=q)] + noise)
 
 
-def bench_index(x: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms: float, quantization: str,
-                nlist: int | None, target: float) -> dict:
+def bench_index(
+    x: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    exact_ms: float,
+    quantization: str,
+    nlist: int | None,
+    target: float,
+) -> dict:
     from pipelines.curation.ann import IndexParams, add_vectors, make_index, recall_at, set_nprobe, train_index
 
     params = IndexParams(quantization=quantization, nlist=nlist or None, flat_below=0)
@@ -102,11 +109,21 @@ def bench_index(x: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms:
     from pipelines.curation.ann import index_nlist
 
     lists = index_nlist(index)
-    out = {"quantization": quantization, "nlist": lists, "train_s": round(train_s, 1), "add_s": round(add_s, 1),
-           "build_s": round(time.perf_counter() - t0, 1), "index_gib": round(mem.end - mem.start, 2),
-           "peak_rss_gib": round(mem.peak, 2), "sweep": []}
-    print(f"  {quantization}: IVF{lists} trained in {train_s:.1f} s, added in {add_s:.1f} s; index {out['index_gib']} GiB "
-          f"resident, process peak {mem.peak:.2f} GiB", flush=True)
+    out = {
+        "quantization": quantization,
+        "nlist": lists,
+        "train_s": round(train_s, 1),
+        "add_s": round(add_s, 1),
+        "build_s": round(time.perf_counter() - t0, 1),
+        "index_gib": round(mem.end - mem.start, 2),
+        "peak_rss_gib": round(mem.peak, 2),
+        "sweep": [],
+    }
+    print(
+        f"  {quantization}: IVF{lists} trained in {train_s:.1f} s, added in {add_s:.1f} s; index {out['index_gib']} GiB "
+        f"resident, process peak {mem.peak:.2f} GiB",
+        flush=True,
+    )
     nprobe = 1
     while True:
         nprobe = min(nprobe, lists)
@@ -115,10 +132,17 @@ def bench_index(x: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms:
         _, found = index.search(queries, truth.shape[1])
         ms = (time.perf_counter() - t) * 1000 / len(queries)
         recall = recall_at(found, truth)
-        point = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "ms_per_query": round(ms, 3),
-                 "speedup": round(exact_ms / ms, 1)}
+        point = {
+            "nprobe": nprobe,
+            "recall_at_10": round(recall, 4),
+            "ms_per_query": round(ms, 3),
+            "speedup": round(exact_ms / ms, 1),
+        }
         out["sweep"].append(point)
-        print(f"    nprobe {nprobe:5d}: recall@10 {recall:.3f}  {ms:8.3f} ms/query  {exact_ms / ms:7.1f}x exact", flush=True)
+        print(
+            f"    nprobe {nprobe:5d}: recall@10 {recall:.3f}  {ms:8.3f} ms/query  {exact_ms / ms:7.1f}x exact",
+            flush=True,
+        )
         if recall >= target or nprobe >= lists or ms > exact_ms:
             break
         nprobe *= 2
@@ -148,16 +172,29 @@ def bench_dedup(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.01,
         group_s = time.perf_counter() - t
     found = set(zip(i.tolist(), j.tolist()))
     recall = len(found & planted) / len(planted)
-    out = {"planted_pairs": k, "threshold": threshold, "method": stats.method, "nlist": stats.nlist,
-           "probes": stats.probes, "pairs_s": round(pairs_s, 1), "groups_s": round(group_s, 2),
-           "timings": {a: round(b, 1) for a, b in stats.timings.items()}, "pairs_found": len(found),
-           "planted_recall": round(recall, 4), "other_pairs": len(found - planted),
-           "groups": int(len(np.unique(labels))), "peak_rss_gib": round(mem.peak, 2),
-           "compared_pairs": stats.compared}
-    print(f"  near-dup grouping: {pairs_s:.1f} s for pairs ({stats.method}, nlist {stats.nlist}, probes {stats.probes}: "
-          f"{out['timings']}), {group_s:.2f} s union-find; planted-pair recall {recall:.4f}, "
-          f"{len(found - planted)} other pairs >= {threshold}; {stats.compared / n:.0f} similarities per vector "
-          f"(all-pairs: {n - 1}); peak {mem.peak:.2f} GiB", flush=True)
+    out = {
+        "planted_pairs": k,
+        "threshold": threshold,
+        "method": stats.method,
+        "nlist": stats.nlist,
+        "probes": stats.probes,
+        "pairs_s": round(pairs_s, 1),
+        "groups_s": round(group_s, 2),
+        "timings": {a: round(b, 1) for a, b in stats.timings.items()},
+        "pairs_found": len(found),
+        "planted_recall": round(recall, 4),
+        "other_pairs": len(found - planted),
+        "groups": int(len(np.unique(labels))),
+        "peak_rss_gib": round(mem.peak, 2),
+        "compared_pairs": stats.compared,
+    }
+    print(
+        f"  near-dup grouping: {pairs_s:.1f} s for pairs ({stats.method}, nlist {stats.nlist}, probes {stats.probes}: "
+        f"{out['timings']}), {group_s:.2f} s union-find; planted-pair recall {recall:.4f}, "
+        f"{len(found - planted)} other pairs >= {threshold}; {stats.compared / n:.0f} similarities per vector "
+        f"(all-pairs: {n - 1}); peak {mem.peak:.2f} GiB",
+        flush=True,
+    )
     return out
 
 
@@ -184,11 +221,17 @@ def bench_real(k: int) -> dict:
         tmp = Path(tmp)
         t = time.perf_counter()
         synthesize(tmp / "src", "image-text", k, seed=0)
-        build_dataset([create_source("image-text", tmp / "src")], tmp / "ds", BuildConfig(shard_size=64), progress=False)
+        build_dataset(
+            [create_source("image-text", tmp / "src")], tmp / "ds", BuildConfig(shard_size=64), progress=False
+        )
         model, _ = load_openclip_model(TINY_NAME, None, torch.device("cpu"), seed=0)
         save_file({a: b.contiguous() for a, b in model.state_dict().items()}, str(tmp / "tiny.safetensors"))
-        enc = embed_dataset(tmp / "ds", EncoderSpec("openclip:bindset-tiny-clip", str(tmp / "tiny.safetensors"),
-                                                    ("image", "text")), executor="local", progress=False)
+        enc = embed_dataset(
+            tmp / "ds",
+            EncoderSpec("openclip:bindset-tiny-clip", str(tmp / "tiny.safetensors"), ("image", "text")),
+            executor="local",
+            progress=False,
+        )
         prep_s = time.perf_counter() - t
         out = {"samples": k, "encoder_id": enc.encoder_id, "prepare_s": round(prep_s, 1)}
         from storage import scan_index
@@ -207,12 +250,20 @@ def bench_real(k: int) -> dict:
             t = time.perf_counter()
             exact_topk(vectors, vectors, 11)
             exact_ms = (time.perf_counter() - t) * 1000 / len(vectors)
-            out[label] = {"kind": report.kind, "nprobe": report.nprobe, "build_s": round(report.seconds, 2),
-                          "recall_at_10": round(recall_at(found[:, 1:], truth[:, 1:]), 4), "ms_per_query": round(ms, 4),
-                          "exact_ms_per_query": round(exact_ms, 4)}
-            print(f"  real store ({k} x {vectors.shape[1]}, {label}): {report.kind} nprobe {report.nprobe}, built in "
-                  f"{report.seconds:.2f} s; recall@10 {out[label]['recall_at_10']}, {ms:.4f} ms/query vs exact "
-                  f"{exact_ms:.4f}", flush=True)
+            out[label] = {
+                "kind": report.kind,
+                "nprobe": report.nprobe,
+                "build_s": round(report.seconds, 2),
+                "recall_at_10": round(recall_at(found[:, 1:], truth[:, 1:]), 4),
+                "ms_per_query": round(ms, 4),
+                "exact_ms_per_query": round(exact_ms, 4),
+            }
+            print(
+                f"  real store ({k} x {vectors.shape[1]}, {label}): {report.kind} nprobe {report.nprobe}, built in "
+                f"{report.seconds:.2f} s; recall@10 {out[label]['recall_at_10']}, {ms:.4f} ms/query vs exact "
+                f"{exact_ms:.4f}",
+                flush=True,
+            )
         t = time.perf_counter()
         rep = dedup_dataset(tmp / "ds", "bench", encoder_id=enc.encoder_id, modalities=["image"], threshold=0.999)
         out["dedup"] = {"seconds": round(time.perf_counter() - t, 2), "dropped": rep.dropped, "groups": rep.groups}
@@ -236,10 +287,19 @@ def main() -> None:
     import faiss
 
     rng = np.random.default_rng(0)
-    result: dict = {"n": args.n, "dim": args.dim, "data": args.data, "queries": args.queries,
-                    "threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__}
-    print(f"{args.n} x {args.dim} {args.data} unit vectors ({args.n * args.dim * 4 / 2**30:.2f} GiB float32), "
-          f"{args.queries} queries, {result['threads']} threads", flush=True)
+    result: dict = {
+        "n": args.n,
+        "dim": args.dim,
+        "data": args.data,
+        "queries": args.queries,
+        "threads": faiss.omp_get_max_threads(),
+        "faiss": faiss.__version__,
+    }
+    print(
+        f"{args.n} x {args.dim} {args.data} unit vectors ({args.n * args.dim * 4 / 2**30:.2f} GiB float32), "
+        f"{args.queries} queries, {result['threads']} threads",
+        flush=True,
+    )
     started = time.perf_counter()
     if args.n:
         t = time.perf_counter()
@@ -258,9 +318,13 @@ def main() -> None:
             np.argpartition(-sims, 10)[:10]
         single_ms = (time.perf_counter() - t) * 1000 / 5
         result["exact"] = {"ms_per_query_batched": round(exact_ms, 3), "ms_per_query_single": round(single_ms, 3)}
-        print(f"  exact numpy: {exact_ms:.2f} ms/query in batches of 64, {single_ms:.2f} ms/query one at a time", flush=True)
-        result["index"] = [bench_index(x, queries, truth, exact_ms, qz, args.nlist, args.target)
-                           for qz in args.quantization]
+        print(
+            f"  exact numpy: {exact_ms:.2f} ms/query in batches of 64, {single_ms:.2f} ms/query one at a time",
+            flush=True,
+        )
+        result["index"] = [
+            bench_index(x, queries, truth, exact_ms, qz, args.nlist, args.target) for qz in args.quantization
+        ]
         if not args.no_dedup:
             result["dedup"] = bench_dedup(x, rng)
         del x

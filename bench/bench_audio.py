@@ -33,7 +33,7 @@ import torchaudio
 
 from pipelines.synth.media import encode_audio
 from preprocess.audio import AudioConfig, audio_model_input, normalize_log_mel
-from preprocess.decode import _audio_frame_to_float, align_audio, AudioTrack
+from preprocess.decode import AudioTrack, _audio_frame_to_float, align_audio
 
 
 def reference_style(path: Path, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
@@ -63,8 +63,15 @@ def reference_style(path: Path, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
         clip = w[:, int(s * cfg.sample_rate) : int((s + Fraction(cfg.clip_duration)) * cfg.sample_rate)]
         clip -= clip.mean()
         fb = torchaudio.compliance.kaldi.fbank(
-            clip, htk_compat=True, sample_frequency=cfg.sample_rate, use_energy=False, window_type="hanning",
-            num_mel_bins=cfg.num_mel_bins, dither=0.0, frame_length=cfg.frame_length, frame_shift=cfg.frame_shift,
+            clip,
+            htk_compat=True,
+            sample_frequency=cfg.sample_rate,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=cfg.num_mel_bins,
+            dither=0.0,
+            frame_length=cfg.frame_length,
+            frame_shift=cfg.frame_shift,
         ).T
         fb = torch.nn.functional.pad(fb, (0, max(cfg.target_length - fb.shape[1], 0)))[:, : cfg.target_length]
         out.append(fb)
@@ -82,24 +89,37 @@ def _write_audio(path: Path, wave: np.ndarray, rate: int, codec: str) -> Path:
 def _signal(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    chans = [0.25 * np.sin(2 * np.pi * (300 + 200 * c) * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
-             + 0.03 * rng.standard_normal(t.size) for c in range(channels)]
+    chans = [
+        0.25 * np.sin(2 * np.pi * (300 + 200 * c) * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+        + 0.03 * rng.standard_normal(t.size)
+        for c in range(channels)
+    ]
     return np.stack(chans).astype(np.float32)
 
 
 def inputs(tmp: Path) -> list[tuple[str, Path]]:
     files = []
     shared = Path(os.environ.get("BINDSET_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "samples"
-    for name, rel in (("dog.wav", "imagebind/dog_audio.wav"), ("car.wav", "imagebind/car_audio.wav"),
-                      ("bird.wav", "imagebind/bird_audio.wav"), ("mov_bbb.mp4", "video_av/mov_bbb.mp4")):
+    for name, rel in (
+        ("dog.wav", "imagebind/dog_audio.wav"),
+        ("car.wav", "imagebind/car_audio.wav"),
+        ("bird.wav", "imagebind/bird_audio.wav"),
+        ("mov_bbb.mp4", "video_av/mov_bbb.mp4"),
+    ):
         if (shared / rel).is_file():
             files.append((name, shared / rel))
     from bench_video_decode import write_h264
 
-    files.append(("audioset 10s 44.1k AAC mp4",
-                  write_h264(tmp / "audioset.mp4", 10, 25, 640, 360, audio=_signal(10, 44100, 2, 0), sample_rate=44100)))
+    files.append(
+        (
+            "audioset 10s 44.1k AAC mp4",
+            write_h264(tmp / "audioset.mp4", 10, 25, 640, 360, audio=_signal(10, 44100, 2, 0), sample_rate=44100),
+        )
+    )
     files.append(("60s 48k stereo AAC m4a", _write_audio(tmp / "long.m4a", _signal(60, 48000, 2, 1), 48000, "aac")))
-    files.append(("30s 22.05k mono WAV", _write_audio(tmp / "mono22.wav", _signal(30, 22050, 1, 2), 22050, "pcm_s16le")))
+    files.append(
+        ("30s 22.05k mono WAV", _write_audio(tmp / "mono22.wav", _signal(30, 22050, 1, 2), 22050, "pcm_s16le"))
+    )
     files.append(("20s 8k mono WAV", _write_audio(tmp / "mono8.wav", _signal(20, 8000, 1, 3), 8000, "pcm_s16le")))
     return files
 
@@ -124,7 +144,7 @@ def main(argv=None) -> int:
             t = {"ours": [], "baseline": []}
             fns = {"ours": lambda: audio_model_input(path), "baseline": lambda: reference_style(path)}
             for r in range(args.rounds):
-                for k in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+                for k in ("ours", "baseline") if r % 2 == 0 else ("baseline", "ours"):
                     t0 = time.perf_counter()
                     fns[k]()
                     t[k].append(time.perf_counter() - t0)
@@ -136,7 +156,9 @@ def main(argv=None) -> int:
         for name, o, b, r in rows:
             print(f"{name:30s} {o:13.0f} {b:10.0f} {r:6.2f}x")
         n = 3 * len(files)
-        print(f"{'all inputs':30s} {n / tot['ours']:13.0f} {n / tot['baseline']:10.0f} {tot['baseline'] / tot['ours']:6.2f}x")
+        print(
+            f"{'all inputs':30s} {n / tot['ours']:13.0f} {n / tot['baseline']:10.0f} {tot['baseline'] / tot['ours']:6.2f}x"
+        )
     return 0
 
 

@@ -87,13 +87,25 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths = [
-            write_h264(Path(tmp) / f"s{i}.mp4", 10, 25, 640, 360, gop=50, preset="fast",
-                       audio=_signal(10, 44100, 2, seed=i), sample_rate=44100, seed=i)
+            write_h264(
+                Path(tmp) / f"s{i}.mp4",
+                10,
+                25,
+                640,
+                360,
+                gop=50,
+                preset="fast",
+                audio=_signal(10, 44100, 2, seed=i),
+                sample_rate=44100,
+                seed=i,
+            )
             for i in range(args.samples)
         ]
         mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
-        print(f"{len(paths)} samples of 10 s 640x360 25 fps H.264 + AAC 44.1 kHz stereo ({mb:.2f} MB each), "
-              f"written in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{len(paths)} samples of 10 s 640x360 25 fps H.264 + AAC 44.1 kHz stereo ({mb:.2f} MB each), "
+            f"written in {time.perf_counter() - t0:.0f} s"
+        )
         for p in paths:  # identical outputs; also warms caches and the resampling self-check
             (va, aa), (vb, ab) = ours(p, args.threads), baseline(p, args.threads)
             assert va.shape == (15, 3, 2, 224, 224) and aa.shape == (3, 1, 128, 204)
@@ -104,7 +116,7 @@ def main(argv=None) -> int:
         wall = {k: [] for k in fns}
         cpu = {k: [] for k in fns}
         for r in range(args.rounds):
-            for k in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+            for k in ("ours", "baseline") if r % 2 == 0 else ("baseline", "ours"):
                 w0, c0 = time.perf_counter(), time.process_time()
                 for p in paths:
                     fns[k](p, args.threads)
@@ -112,16 +124,22 @@ def main(argv=None) -> int:
                 cpu[k].append(time.process_time() - c0)
         n = len(paths)
         thr = "FFmpeg's choice" if args.threads == 0 else args.threads
-        print(f"decoder threads {thr}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
-              f"{args.rounds} alternating rounds of {n} samples, median round")
+        print(
+            f"decoder threads {thr}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
+            f"{args.rounds} alternating rounds of {n} samples, median round"
+        )
         res = {}
         for k in fns:
             sps = n / float(np.median(wall[k]))
             per_cpu_s = n / float(np.median(cpu[k]))
             res[k] = (sps, per_cpu_s)
-            print(f"  {k:9s}: {sps:6.2f} samples/s wall, {1000 / per_cpu_s:7.1f} ms CPU per sample "
-                  f"= {per_cpu_s:5.2f} samples per CPU-second (per core)")
-        print(f"ratio     : {res['ours'][0] / res['baseline'][0]:.2f}x wall, {res['ours'][1] / res['baseline'][1]:.2f}x per CPU-second")
+            print(
+                f"  {k:9s}: {sps:6.2f} samples/s wall, {1000 / per_cpu_s:7.1f} ms CPU per sample "
+                f"= {per_cpu_s:5.2f} samples per CPU-second (per core)"
+            )
+        print(
+            f"ratio     : {res['ours'][0] / res['baseline'][0]:.2f}x wall, {res['ours'][1] / res['baseline'][1]:.2f}x per CPU-second"
+        )
     return 0
 
 

@@ -11,7 +11,6 @@ Usage: python bench/bench_build.py [-n 48]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -25,8 +24,14 @@ def naive_rgbd(rows: list[dict], out_dir: Path) -> None:
     import torchvision.transforms as T
     from PIL import Image
 
-    tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
-                    T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    tf = T.Compose(
+        [
+            T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+        ]
+    )
     for i, row in enumerate(rows):
         root = Path(row["root"])
         rgb = tf(Image.open(root / row["uri_image"]).convert("RGB"))
@@ -60,10 +65,14 @@ def bench_build(n: int) -> None:
         summary = build_shard(tmp / "ds", spec, BuildConfig(shard_size=n))
         ours_s = time.perf_counter() - t0
         assert summary.stored == n, summary
-        print(f"rgbd build  n={n}: bindset {n / ours_s:7.1f} samples/s | naive per-sample {n / naive_s:7.1f} samples/s"
-              f" | ratio {naive_s / ours_s:.2f}x")
+        print(
+            f"rgbd build  n={n}: bindset {n / ours_s:7.1f} samples/s | naive per-sample {n / naive_s:7.1f} samples/s"
+            f" | ratio {naive_s / ours_s:.2f}x"
+        )
         naive_bytes = sum(p.stat().st_size for p in (tmp / "naive").iterdir())
-        print(f"            bytes on disk: bindset {summary.bytes_written / 1e6:.1f} MB | naive {naive_bytes / 1e6:.1f} MB")
+        print(
+            f"            bytes on disk: bindset {summary.bytes_written / 1e6:.1f} MB | naive {naive_bytes / 1e6:.1f} MB"
+        )
 
 
 def bench_write(n: int) -> None:
@@ -71,9 +80,11 @@ def bench_write(n: int) -> None:
 
     rng = np.random.default_rng(0)
     samples = [
-        {"image/pixels": rng.integers(0, 255, (3, 224, 224), dtype=np.uint8),
-         "depth/disparity": rng.random((1, 224, 224)).astype(np.float16),
-         "depth/valid": rng.random((1, 224, 224)) > 0.1}
+        {
+            "image/pixels": rng.integers(0, 255, (3, 224, 224), dtype=np.uint8),
+            "depth/disparity": rng.random((1, 224, 224)).astype(np.float16),
+            "depth/valid": rng.random((1, 224, 224)) > 0.1,
+        }
         for _ in range(n)
     ]
     total = sum(a.nbytes for s in samples for a in s.values())
@@ -99,8 +110,10 @@ def bench_write(n: int) -> None:
                 os.fsync(fh.fileno())
         os.close(fd)
         raw = time.perf_counter() - t0
-    print(f"shard write n={n}: bindset {total / ours / 1e6:7.1f} MB/s | raw numpy {total / raw / 1e6:7.1f} MB/s"
-          f" | ratio {raw / ours:.2f}x (>1: faster than raw)")
+    print(
+        f"shard write n={n}: bindset {total / ours / 1e6:7.1f} MB/s | raw numpy {total / raw / 1e6:7.1f} MB/s"
+        f" | ratio {raw / ours:.2f}x (>1: faster than raw)"
+    )
 
 
 if __name__ == "__main__":

@@ -81,14 +81,24 @@ def main() -> None:
         def local_build(i: int) -> float:
             out = tmp / f"local-{i}"
             t = time.perf_counter()
-            build_dataset([create_source("llvip", src, name="llvip")], out, BuildConfig(shard_size=shard),
-                          executor=LocalExecutor(), progress=False)
+            build_dataset(
+                [create_source("llvip", src, name="llvip")],
+                out,
+                BuildConfig(shard_size=shard),
+                executor=LocalExecutor(),
+                progress=False,
+            )
             return time.perf_counter() - t
 
         def s3_build(i: int) -> float:
             t = time.perf_counter()
-            build_dataset([create_source("llvip", f"s3://{bucket}/src", name="llvip")], f"s3://{bucket}/ds-{i}",
-                          BuildConfig(shard_size=shard), executor=LocalExecutor(), progress=False)
+            build_dataset(
+                [create_source("llvip", f"s3://{bucket}/src", name="llvip")],
+                f"s3://{bucket}/ds-{i}",
+                BuildConfig(shard_size=shard),
+                executor=LocalExecutor(),
+                progress=False,
+            )
             return time.perf_counter() - t
 
         local_build(-1)  # warm imports and caches for both
@@ -106,17 +116,26 @@ def main() -> None:
         offset = len(log.read_text(errors="replace"))
         for size in (4, 16):
             out = f"s3://{bucket}/req-{size}"
-            build_dataset([create_source("llvip", f"s3://{bucket}/src", name="llvip")], out,
-                          BuildConfig(shard_size=size), executor=LocalExecutor(), progress=False)
+            build_dataset(
+                [create_source("llvip", f"s3://{bucket}/src", name="llvip")],
+                out,
+                BuildConfig(shard_size=size),
+                executor=LocalExecutor(),
+                progress=False,
+            )
             counts, offset = count_requests(log, bucket, offset)
             shards = -(-args.n // size)
-            per_shard = {area: sum(v for (m, a), v in counts.items() if a == area) / shards
-                         for area in ("shards", "index", "rejects")}
+            per_shard = {
+                area: sum(v for (m, a), v in counts.items() if a == area) / shards
+                for area in ("shards", "index", "rejects")
+            }
             src_gets = counts[("GET", "src")]
             total = sum(counts.values())
-            print(f"  shard size {size:3d}: {shards:3d} shards, {total} requests; per shard: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in per_shard.items())
-                  + f"; source GETs per sample {src_gets / args.n:.2f}")
+            print(
+                f"  shard size {size:3d}: {shards:3d} shards, {total} requests; per shard: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in per_shard.items())
+                + f"; source GETs per sample {src_gets / args.n:.2f}"
+            )
     finally:
         proc.terminate()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,8 +37,12 @@ def write(path: Path, samples: dict[str, np.ndarray], checksums: bool) -> float:
     n = next(iter(samples.values())).shape[0]
     t = time.perf_counter()
     with h5py.File(path, "w", libver="v110", track_order=False) as h5:
-        dsets = {k: h5.create_dataset(k, shape=v.shape, dtype=v.dtype, chunks=(1, *v.shape[1:]),
-                                      fletcher32=checksums, track_times=False) for k, v in samples.items()}
+        dsets = {
+            k: h5.create_dataset(
+                k, shape=v.shape, dtype=v.dtype, chunks=(1, *v.shape[1:]), fletcher32=checksums, track_times=False
+            )
+            for k, v in samples.items()
+        }
         for row in range(n):  # one sample at a time, as the build writes them
             for k, v in samples.items():
                 dsets[k][row] = v[row]
@@ -80,12 +84,17 @@ def pipeline(n: int, rounds: int) -> None:
         tmp = Path(tmp)
         synthesize(tmp / "src", "llvip", n, seed=0)
         for r in range(rounds):
-            for checksums in ((False, True) if r % 2 == 0 else (True, False)):
+            for checksums in (False, True) if r % 2 == 0 else (True, False):
                 shard_module._create_chunked = checksummed if checksums else unchecked
                 out = tmp / f"ds-{r}-{int(checksums)}"
                 t = time.perf_counter()
-                build_dataset([create_source("llvip", tmp / "src")], out, BuildConfig(shard_size=n),
-                              executor=LocalExecutor(), progress=False)
+                build_dataset(
+                    [create_source("llvip", tmp / "src")],
+                    out,
+                    BuildConfig(shard_size=n),
+                    executor=LocalExecutor(),
+                    progress=False,
+                )
                 build_s[checksums].append(time.perf_counter() - t)
                 with DatasetReader(out) as reader:
                     rows = reader.index.height
@@ -102,8 +111,10 @@ def pipeline(n: int, rounds: int) -> None:
         shard_module._create_chunked = checksummed
     for name, table in (("build", build_s), ("model-ready read", read_s), ("ShardDataset", loader_s)):
         plain, summed = statistics.median(table[False]), statistics.median(table[True])
-        print(f"  {name:16s}: without {n / plain:7.1f} samples/s, with Fletcher-32 {n / summed:7.1f} samples/s, "
-              f"ratio {plain / summed:.2f}x")
+        print(
+            f"  {name:16s}: without {n / plain:7.1f} samples/s, with Fletcher-32 {n / summed:7.1f} samples/s, "
+            f"ratio {plain / summed:.2f}x"
+        )
 
 
 def main() -> None:
@@ -116,15 +127,17 @@ def main() -> None:
     times = {("write", c): [] for c in (False, True)} | {("read", c): [] for c in (False, True)}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for checksums in ((False, True) if r % 2 == 0 else (True, False)):
+            for checksums in (False, True) if r % 2 == 0 else (True, False):
                 path = Path(tmp) / f"shard-{int(checksums)}.h5"
                 times[("write", checksums)].append(write(path, samples, checksums))
                 times[("read", checksums)].append(read(path))
     print(f"{args.n} rgbd samples ({mb:.0f} MB), one chunk per sample, {args.rounds} alternating rounds (median)")
     for op in ("write", "read"):
         plain, summed = statistics.median(times[(op, False)]), statistics.median(times[(op, True)])
-        print(f"  {op:5s}: without checksums {mb / plain:7.1f} MB/s, with Fletcher-32 {mb / summed:7.1f} MB/s, "
-              f"ratio {plain / summed:.2f}x (goal >= 0.95)")
+        print(
+            f"  {op:5s}: without checksums {mb / plain:7.1f} MB/s, with Fletcher-32 {mb / summed:7.1f} MB/s, "
+            f"ratio {plain / summed:.2f}x (goal >= 0.95)"
+        )
     print(f"in the pipeline: {args.n // 8} LLVIP samples, one shard, {args.rounds} alternating rounds (median)")
     pipeline(args.n // 8, args.rounds)
 

@@ -48,7 +48,9 @@ def main() -> None:
             for shard in committed_shard_ids(ds):
                 ids = index.filter(pl.col("shard") == shard)["sample_id"].to_list()
                 images = np.stack([reader[i]["image"] for i in ids])
-                per_shard[shard] = [torch.from_numpy(images[q : q + args.batch]) for q in range(0, len(ids), args.batch)]
+                per_shard[shard] = [
+                    torch.from_numpy(images[q : q + args.batch]) for q in range(0, len(ids), args.batch)
+                ]
         model, _ = load_openclip_model(args.model, None, torch.device("cpu"), seed=0)
         spec = EncoderSpec(f"openclip:{args.model}", None, ("image",), batch_size=args.batch)
         with torch.inference_mode():
@@ -82,12 +84,19 @@ def main() -> None:
             whole += time.perf_counter() - t0
             assert sum(s.rows for s in report.embedded) == args.n
         n = args.n * args.rounds
-        print(f"embed {args.n} images x {args.rounds} rounds ({args.model}, batch {args.batch}, CPU): "
-              f"bare encode_image loop {n / bare:.1f} img/s")
-        print(f"  bindset embed, per-shard steady state (model loaded once): {n / steady:.1f} img/s | "
-              f"ratio {bare / steady:.2f}")
-        print(f"  bindset embed, whole command (model load included): {n / whole:.1f} img/s | "
-              f"ratio {whole_bare / whole:.2f}")
+        print(
+            f"embed {args.n} images x {args.rounds} rounds ({args.model}, batch {args.batch}, CPU): "
+            f"bare encode_image loop {n / bare:.1f} img/s"
+        )
+        print(
+            f"  bindset embed, per-shard steady state (model loaded once): {n / steady:.1f} img/s | "
+            f"ratio {bare / steady:.2f}"
+        )
+        print(
+            f"  bindset embed, whole command (model load included): {n / whole:.1f} img/s | "
+            f"ratio {whole_bare / whole:.2f}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -48,8 +48,14 @@ def _env(repo: Path, prefect_home: Path) -> dict[str, str]:
 def _timed(repo: Path, args: list[str], env: dict[str, str], log: Path) -> float:
     started = time.perf_counter()
     with open(log, "a") as out:
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=repo, env=env, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
@@ -65,15 +71,24 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-fixed-cost-"))
     src = work / "src"
-    subprocess.run([sys.executable, "-m", "flows.cli", "synth", str(src), "--layout", "llvip", "-n", str(opts.samples)],
-                   cwd=opts.repo, env=_env(opts.repo, work / "ph-synth"), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "flows.cli", "synth", str(src), "--layout", "llvip", "-n", str(opts.samples)],
+        cwd=opts.repo,
+        env=_env(opts.repo, work / "ph-synth"),
+        check=True,
+        capture_output=True,
+    )
     log = work / "runs.log"
     counter = iter(range(10**6))
 
     def build(extra: list[str], home: Path) -> float:
         out = work / f"out{next(counter)}"
-        return _timed(opts.repo, ["build", str(src), "--layout", "llvip", "--out", str(out), "--no-progress", *extra],
-                      _env(opts.repo, home), log)
+        return _timed(
+            opts.repo,
+            ["build", str(src), "--layout", "llvip", "--out", str(out), "--no-progress", *extra],
+            _env(opts.repo, home),
+            log,
+        )
 
     results: dict[str, list[float]] = {}
     home = work / "ph-default"
@@ -97,8 +112,10 @@ def main() -> None:
         print(f"{name:34s} {median:9.1f} {min(times):7.1f} {median / base:8.2f}")
     warm = statistics.median(results["default, warm"])
     verdict = "meets" if warm <= TARGET_WARM_S else "misses"
-    print(f"warm default path {warm:.1f} s {verdict} the {TARGET_WARM_S:.0f} s target "
-          f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"warm default path {warm:.1f} s {verdict} the {TARGET_WARM_S:.0f} s target "
+        f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
 
 
 if __name__ == "__main__":

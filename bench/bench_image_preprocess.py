@@ -69,8 +69,14 @@ def main() -> None:
     from preprocess.image import CLIP_MEAN, CLIP_STD, image_model_input
 
     torch.set_num_threads(args.threads)
-    tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
-                    T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+    tf = T.Compose(
+        [
+            T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
 
     def baseline(data: bytes) -> np.ndarray:
         return tf(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
@@ -84,8 +90,10 @@ def main() -> None:
     ours, base = rates["ours"], rates["baseline"]
     print(f"image_model_input       : {ours:8.1f} images/s")
     print(f"torchvision transforms  : {base:8.1f} images/s")
-    print(f"ratio (ours / baseline) : {ours / base:8.2f}x   (outputs identical, {len(inputs)} distinct JPEGs, "
-          f"median of {args.rounds} rounds x {args.n})")
+    print(
+        f"ratio (ours / baseline) : {ours / base:8.2f}x   (outputs identical, {len(inputs)} distinct JPEGs, "
+        f"median of {args.rounds} rounds x {args.n})"
+    )
 
 
 if __name__ == "__main__":

@@ -52,14 +52,22 @@ def loopback_cluster(cpus_per_node: int, log_dir: Path):
     pid) here: `ray stop` would stop every Ray on the machine."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     port = _free_port()
-    common = ["--block", f"--num-cpus={cpus_per_node}", "--object-store-memory=100000000", "--disable-usage-stats",
-              "--node-ip-address=127.0.0.1"]
+    common = [
+        "--block",
+        f"--num-cpus={cpus_per_node}",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+    ]
     procs: list[subprocess.Popen] = []
     try:
-        for i, args in enumerate([["--head", f"--port={port}", "--include-dashboard=false"],
-                                  [f"--address=127.0.0.1:{port}"]]):
+        for i, args in enumerate(
+            [["--head", f"--port={port}", "--include-dashboard=false"], [f"--address=127.0.0.1:{port}"]]
+        ):
             log = open(log_dir / f"ray-node-{i}.log", "w")
-            procs.append(subprocess.Popen([RAY, "start", *args, *common], env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen([RAY, "start", *args, *common], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
             if i == 0:
                 _wait_for_port(port, procs[0])
         address = f"127.0.0.1:{port}"
@@ -87,8 +95,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 90) -> No
 
 
 def _wait_for_nodes(address: str, n: int, env: dict, seconds: float = 90) -> None:
-    probe = ("import ray, sys; ray.init(address=sys.argv[1], configure_logging=False, log_to_driver=False); "
-             "print(sum(1 for x in ray.nodes() if x['Alive']), int(ray.cluster_resources().get('CPU', 0)))")
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], configure_logging=False, log_to_driver=False); "
+        "print(sum(1 for x in ray.nodes() if x['Alive']), int(ray.cluster_resources().get('CPU', 0)))"
+    )
     deadline = time.monotonic() + seconds
     while True:
         out = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, text=True)
@@ -137,7 +147,7 @@ class RunningShards:
         busy = [i for i, (_, n) in enumerate(self.samples) if n]
         if not busy:
             return 0.0
-        window = self.samples[busy[0]:busy[-1] + 1]
+        window = self.samples[busy[0] : busy[-1] + 1]
         return sum(n for _, n in window) / len(window)
 
 
@@ -152,20 +162,58 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-in-flight-"))
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RAY_ADDRESS", "PYTHONPATH")}
-    env.update(PREFECT_HOME=str(work / "prefect-home"), PYTHONPATH=str(opts.repo), RAY_AUTH_MODE="disabled",
-               RAY_USAGE_STATS_ENABLED="0", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_HOME=str(work / "prefect-home"),
+        PYTHONPATH=str(opts.repo),
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     src = work / "src"
-    subprocess.run([sys.executable, "-m", "flows.cli", "synth", str(src), "--layout", opts.layout, "-n",
-                    str(opts.samples), "--seed", "0"], cwd=opts.repo, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "synth",
+            str(src),
+            "--layout",
+            opts.layout,
+            "-n",
+            str(opts.samples),
+            "--seed",
+            "0",
+        ],
+        cwd=opts.repo,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     shards = -(-opts.samples // opts.shard_size)
     results = {}
     with loopback_cluster(opts.cpus_per_node, work) as address:
         cluster_cpus = 2 * opts.cpus_per_node
         for name, extra in (("default (Prefect flow)", []), ("--no-prefect", ["--no-prefect"])):
             out = work / f"ds-{len(results)}"
-            cmd = [sys.executable, "-m", "flows.cli", "build", str(src), "--layout", opts.layout, "--out", str(out),
-                   "--shard-size", str(opts.shard_size), "--executor", "ray", "--ray-address", address,
-                   "--no-progress", *extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "build",
+                str(src),
+                "--layout",
+                opts.layout,
+                "--out",
+                str(out),
+                "--shard-size",
+                str(opts.shard_size),
+                "--executor",
+                "ray",
+                "--ray-address",
+                address,
+                "--no-progress",
+                *extra,
+            ]
             started = time.perf_counter()
             with RunningShards(out) as running, open(work / f"build-{len(results)}.log", "w") as log:
                 proc = subprocess.run(cmd, cwd=opts.repo, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1200)
@@ -173,14 +221,18 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"{name} build failed; see {work}")
             results[name] = (running.peak, running.busy_mean(), seconds)
-    print(f"{opts.samples} {opts.layout} samples in {shards} shards of {opts.shard_size}, {cluster_cpus}-CPU loopback "
-          f"cluster (2 nodes x {opts.cpus_per_node}), {opts.repo}; logs in {work}")
+    print(
+        f"{opts.samples} {opts.layout} samples in {shards} shards of {opts.shard_size}, {cluster_cpus}-CPU loopback "
+        f"cluster (2 nodes x {opts.cpus_per_node}), {opts.repo}; logs in {work}"
+    )
     print(f"{'path':24s} {'peak running':>13s} {'mean running':>13s} {'wall s':>7s}")
     for name, (peak, mean, seconds) in results.items():
         print(f"{name:24s} {peak:13d} {mean:13.1f} {seconds:7.1f}")
     (a, _, _), (b, _, _) = results.values()
-    print(f"peak shards running: default {a}, --no-prefect {b}: "
-          f"{'within one of each other' if abs(a - b) <= 1 else 'NOT within one'} (cluster CPUs: {cluster_cpus})")
+    print(
+        f"peak shards running: default {a}, --no-prefect {b}: "
+        f"{'within one of each other' if abs(a - b) <= 1 else 'NOT within one'} (cluster CPUs: {cluster_cpus})"
+    )
 
 
 if __name__ == "__main__":

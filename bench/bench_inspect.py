@@ -27,18 +27,40 @@ def make_index(root: Path, rows: int, shards: int) -> None:
     sources = np.array(["sun", "llvip", "audioset", "ego4d"])
     for s in range(shards):
         src = sources[rng.integers(0, 4, per)]
-        frame = pl.concat([index_frame([]), pl.DataFrame({
-            "sample_id": [f"{s:05d}-{i}" for i in range(per)],
-            "shard": np.full(per, s, np.int32), "row": np.arange(per, dtype=np.int32),
-            "source": src, "layout": src, "split": np.where(rng.random(per) < 0.8, "train", "test"),
-            "modalities": [["image", "depth"] if x == "sun" else ["image", "thermal"] if x == "llvip"
-                           else ["video", "audio"] if x == "audioset" else ["video", "imu"] for x in src],
-            "q_depth_valid_fraction": np.where(src == "sun", rng.random(per), np.nan).astype(np.float32),
-            "q_audio_silence_fraction": np.where(src == "audioset", rng.random(per), np.nan).astype(np.float32),
-            "q_image_mean": rng.random(per).astype(np.float32),
-        }).with_columns(pl.col(pl.Float32).fill_nan(None))], how="diagonal_relaxed")
+        frame = pl.concat(
+            [
+                index_frame([]),
+                pl.DataFrame(
+                    {
+                        "sample_id": [f"{s:05d}-{i}" for i in range(per)],
+                        "shard": np.full(per, s, np.int32),
+                        "row": np.arange(per, dtype=np.int32),
+                        "source": src,
+                        "layout": src,
+                        "split": np.where(rng.random(per) < 0.8, "train", "test"),
+                        "modalities": [
+                            ["image", "depth"]
+                            if x == "sun"
+                            else ["image", "thermal"]
+                            if x == "llvip"
+                            else ["video", "audio"]
+                            if x == "audioset"
+                            else ["video", "imu"]
+                            for x in src
+                        ],
+                        "q_depth_valid_fraction": np.where(src == "sun", rng.random(per), np.nan).astype(np.float32),
+                        "q_audio_silence_fraction": np.where(src == "audioset", rng.random(per), np.nan).astype(
+                            np.float32
+                        ),
+                        "q_image_mean": rng.random(per).astype(np.float32),
+                    }
+                ).with_columns(pl.col(pl.Float32).fill_nan(None)),
+            ],
+            how="diagonal_relaxed",
+        )
         frame.select(index_frame([]).columns).cast(index_frame([]).schema).write_parquet(
-            root / fmt.INDEX_DIR / f"{s:05d}.parquet")
+            root / fmt.INDEX_DIR / f"{s:05d}.parquet"
+        )
         catalog["shards"][f"{s:05d}"] = {"rows": per, "bytes": 0}
     write_catalog(root, catalog)
 
@@ -47,9 +69,11 @@ def pandas_summary(root: Path) -> dict:
     import pandas as pd
 
     df = pd.concat([pd.read_parquet(p) for p in sorted((root / "index").glob("*.parquet"))], ignore_index=True)
-    out = {"samples": len(df),
-           "by_source_split": df.groupby(["source", "split"]).size().to_dict(),
-           "by_modality": df["modalities"].explode().value_counts().to_dict()}
+    out = {
+        "samples": len(df),
+        "by_source_split": df.groupby(["source", "split"]).size().to_dict(),
+        "by_modality": df["modalities"].explode().value_counts().to_dict(),
+    }
     for col in [c for c in df.columns if c.startswith("q_")]:
         s = df[col].dropna()
         if len(s):
@@ -76,8 +100,10 @@ def main() -> None:
         theirs = pandas_summary(root)
         pandas_s = time.perf_counter() - t0
         assert ours["samples"] == theirs["samples"] == args.rows
-        print(f"inspect {args.rows} rows: bindset (Polars) {polars_s:.2f} s | pandas {pandas_s:.2f} s"
-              f" | ratio {pandas_s / polars_s:.1f}x")
+        print(
+            f"inspect {args.rows} rows: bindset (Polars) {polars_s:.2f} s | pandas {pandas_s:.2f} s"
+            f" | ratio {pandas_s / polars_s:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ def _build(work: Path, n: int, shard_size: int) -> Path:
     if not (ds / "dataset.json").exists():
         t0 = time.perf_counter()
         synthesize(work / "src", "sunrgbd", n, seed=0)
-        report = build_dataset([create_source("sunrgbd", work / "src")], ds, BuildConfig(shard_size=shard_size),
-                               progress=False)
+        report = build_dataset(
+            [create_source("sunrgbd", work / "src")], ds, BuildConfig(shard_size=shard_size), progress=False
+        )
         print(f"built {report.stored} samples in {len(report.summaries)} shards ({time.perf_counter() - t0:.1f} s)")
     return ds
 
@@ -103,8 +104,14 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         ds_root = _build(work, args.n, args.shard_size)
         ids = _dump_npy(ds_root, work / "npy")
-        shards = ShardDataset(ds_root, modalities=["image", "depth"], shuffle=True, seed=0,
-                              augment=AugmentConfig() if args.augment else None, train=args.augment)
+        shards = ShardDataset(
+            ds_root,
+            modalities=["image", "depth"],
+            shuffle=True,
+            seed=0,
+            augment=AugmentConfig() if args.augment else None,
+            train=args.augment,
+        )
         npy = NpyDataset(work / "npy", ids)
 
         # Same tensors on both paths (without augmentation).
@@ -119,8 +126,9 @@ def main() -> None:
 
         def npy_loader(epoch: int) -> DataLoader:
             g = torch.Generator().manual_seed(epoch)
-            return DataLoader(npy, batch_size=args.batch_size, num_workers=args.workers, shuffle=True,
-                              generator=g, collate_fn=collate)
+            return DataLoader(
+                npy, batch_size=args.batch_size, num_workers=args.workers, shuffle=True, generator=g, collate_fn=collate
+            )
 
         times: dict[str, list[float]] = {"shards (HDF5)": [], "raw .npy": []}
         for epoch in range(args.epochs + 1):
@@ -133,8 +141,10 @@ def main() -> None:
         rates = {name: len(ids) / float(np.median(t)) for name, t in times.items()}
         shard_mb = sum(p.stat().st_size for p in (ds_root / "shards").glob("*.h5")) / 1e6
         npy_mb = sum(p.stat().st_size for p in (work / "npy").glob("*.npy")) / 1e6
-        print(f"{len(ids)} samples (image + depth), batch {args.batch_size}, {args.workers} workers, "
-              f"{args.epochs} timed epochs{', augmented' if args.augment else ''}; torch threads {torch.get_num_threads()}")
+        print(
+            f"{len(ids)} samples (image + depth), batch {args.batch_size}, {args.workers} workers, "
+            f"{args.epochs} timed epochs{', augmented' if args.augment else ''}; torch threads {torch.get_num_threads()}"
+        )
         print(f"  on disk: shards {shard_mb:.1f} MB, .npy {npy_mb:.1f} MB")
         for name, rate in rates.items():
             print(f"  {name:14s} {rate:8.1f} samples/s")

@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+
 def _build(work: Path, n: int, shard_size: int, name: str) -> Path:
     from pipelines.build import build_dataset
     from pipelines.config import BuildConfig
@@ -51,10 +52,17 @@ def _build(work: Path, n: int, shard_size: int, name: str) -> Path:
         t0 = time.perf_counter()
         if not (work / "src").exists():
             synthesize(work / "src", "sunrgbd", n, seed=0)
-        report = build_dataset([create_source("sunrgbd", work / "src")], ds, BuildConfig(shard_size=shard_size),
-                               executor=LocalExecutor(), progress=False)
-        print(f"built {name}: {report.stored} samples in {len(report.summaries)} shards "
-              f"({time.perf_counter() - t0:.1f} s)")
+        report = build_dataset(
+            [create_source("sunrgbd", work / "src")],
+            ds,
+            BuildConfig(shard_size=shard_size),
+            executor=LocalExecutor(),
+            progress=False,
+        )
+        print(
+            f"built {name}: {report.stored} samples in {len(report.summaries)} shards "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
     return ds
 
 
@@ -150,7 +158,7 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in paths}
             names = list(paths)
             for r in range(args.rounds + 1):
-                order = names[r % len(names):] + names[: r % len(names)]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     if name == "s3 cold":
                         shutil.rmtree(cache_root / "cold", ignore_errors=True)  # nothing cached
@@ -163,8 +171,10 @@ def main() -> None:
 
             shard_mb = sum(p.stat().st_size for p in (local / "shards").glob("*.h5")) / 1e6
             shards = len(load_catalog(local)["shards"])
-            print(f"{n} samples (image + depth) in {shards} shards ({shard_mb:.1f} MB), batch {args.batch_size}, "
-                  f"{args.workers} workers, {args.rounds} timed rounds; torch threads {torch.get_num_threads()}")
+            print(
+                f"{n} samples (image + depth) in {shards} shards ({shard_mb:.1f} MB), batch {args.batch_size}, "
+                f"{args.workers} workers, {args.rounds} timed rounds; torch threads {torch.get_num_threads()}"
+            )
             rates = {name: n / float(np.median(t)) for name, t in times.items()}
             for name, rate in rates.items():
                 spread = ", ".join(f"{n / s:.0f}" for s in times[name])
@@ -175,8 +185,10 @@ def main() -> None:
             print("object-store GETs for shard data, reading every row of every shard on a cold cache:")
             for name, u, root in ((f"{args.shard_size}/shard", url, local), (f"{small_size}/shard", small_url, small)):
                 gets, count, rows = _count_requests(u, len(load_catalog(root)["shards"]), cache_root / "count")
-                print(f"  {name:9s} {gets:3d} GETs for {count:3d} shards and {rows} samples: "
-                      f"{gets / count:.2f} per shard, {gets / rows:.3f} per sample")
+                print(
+                    f"  {name:9s} {gets:3d} GETs for {count:3d} shards and {rows} samples: "
+                    f"{gets / count:.2f} per shard, {gets / rows:.3f} per sample"
+                )
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -28,14 +28,25 @@ def run(layout: str, src: Path, out: Path, cpus: int, shard_size: int) -> float:
     from pipelines.executors.ray import RayExecutor
     from pipelines.sources import create_source
 
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=100 * 1024**2,
-             configure_logging=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     try:
         # Warm the workers (imports of torch/PyAV) so both runs measure steady-state building.
         ray.get([ray.remote(lambda: __import__("pipelines.temporal")).remote() for _ in range(cpus)])
         t0 = time.perf_counter()
-        report = build_dataset([create_source(layout, src)], out, BuildConfig(shard_size=shard_size),
-                               executor=RayExecutor(spread=True), progress=False)
+        report = build_dataset(
+            [create_source(layout, src)],
+            out,
+            BuildConfig(shard_size=shard_size),
+            executor=RayExecutor(spread=True),
+            progress=False,
+        )
         seconds = time.perf_counter() - t0
     finally:
         ray.shutdown()
@@ -56,8 +67,10 @@ def main() -> None:
             synthesize(src, layout, n, seed=0)
             one = run(layout, src, tmp / f"{layout}-1", 1, args.shard_size)
             two = run(layout, src, tmp / f"{layout}-2", 2, args.shard_size)
-            print(f"{layout:9s} n={n}: 1 worker {one:6.1f} samples/s | 2 workers {two:6.1f} samples/s"
-                  f" | speedup {two / one:.2f}x")
+            print(
+                f"{layout:9s} n={n}: 1 worker {one:6.1f} samples/s | 2 workers {two:6.1f} samples/s"
+                f" | speedup {two / one:.2f}x"
+            )
 
 
 if __name__ == "__main__":

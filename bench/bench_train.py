@@ -37,13 +37,19 @@ from storage.embeddings import commit_embeddings
 def make_dataset(root: Path, n: int) -> Path:
     synthesize(root / "src", "audioset", n, seed=0, duration=4.0, width=112, height=112, fps=10, sample_rate=16000)
     ds = root / "ds"
-    build_dataset([create_source("audioset", root / "src")], ds,
-                  BuildConfig(video=VideoConfig(size=112, num_crops=1), shard_size=64), progress=False)
+    build_dataset(
+        [create_source("audioset", root / "src")],
+        ds,
+        BuildConfig(video=VideoConfig(size=112, num_crops=1), shard_size=64),
+        progress=False,
+    )
     rng = np.random.default_rng(0)
     index = storage.scan_index(ds).select("sample_id", "shard").collect()
     for shard in sorted(set(index["shard"].to_list())):
         ids = index.filter(pl.col("shard") == shard)["sample_id"].to_list()
-        commit_embeddings(ds, "bench-target", shard, ids, {"image": rng.standard_normal((len(ids), 32)).astype(np.float32)})
+        commit_embeddings(
+            ds, "bench-target", shard, ids, {"image": rng.standard_normal((len(ids), 32)).astype(np.float32)}
+        )
     return ds
 
 
@@ -53,9 +59,14 @@ def bare_loop_seconds(ds: Path, cfg: TrainConfig, steps: int, device: str) -> fl
 
     index = storage.scan_index(ds).select("sample_id", "shard", "row").sort("sample_id").collect()
     with DatasetReader(ds) as reader:
-        x_all = torch.from_numpy(np.concatenate([
-            reader.read_batch(int(shard), part["row"].to_list(), "audio")
-            for (shard,), part in index.group_by(["shard"], maintain_order=True)]))
+        x_all = torch.from_numpy(
+            np.concatenate(
+                [
+                    reader.read_batch(int(shard), part["row"].to_list(), "audio")
+                    for (shard,), part in index.group_by(["shard"], maintain_order=True)
+                ]
+            )
+        )
     vectors = storage.scan_embeddings(ds, "bench-target").sort("sample_id").collect()["image"].to_numpy()
     y_all = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     model = BindingModel(cfg.imagebind_config(), "audio", y_all.shape[1], seed=0).to(device).train()
@@ -89,7 +100,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         ds = make_dataset(Path(tmp), args.n)
-        print(f"dataset of {args.n} clips built in {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}")
+        print(
+            f"dataset of {args.n} clips built in {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}"
+        )
         for device in devices:
             for clips in ("random", "mean"):
                 cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, clips=clips, device=device, progress=False)
@@ -101,8 +114,13 @@ def main() -> None:
                 steps = first_steps = 0
                 for r in range(args.rounds):
                     result = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run-{device}-{clips}-{r}", cfg)
-                    first = train_binding(ds, "audio", "bench-target", Path(tmp) / f"run1-{device}-{clips}-{r}",
-                                          dataclasses.replace(cfg, epochs=1))
+                    first = train_binding(
+                        ds,
+                        "audio",
+                        "bench-target",
+                        Path(tmp) / f"run1-{device}-{clips}-{r}",
+                        dataclasses.replace(cfg, epochs=1),
+                    )
                     bare_s += bare_loop_seconds(ds, cfg, result.steps, device)
                     whole += result.seconds
                     first_s += first.seconds
@@ -110,9 +128,12 @@ def main() -> None:
                     first_steps += first.steps
                 rate, bare = steps / whole, steps / bare_s
                 steady = (steps - first_steps) / (whole - first_s)
-                print(f"{device:4s} clips={clips:6s}: {rate:.2f} steps/s = {rate * min(args.batch, args.n):.0f} pairs/s "
-                      f"(loss {result.epoch_losses[0]:.3f} -> {result.final_loss:.3f}) | bare loop {bare:.2f} steps/s | "
-                      f"ratio {rate / bare:.2f} whole run, {steady / bare:.2f} steady state (epochs 2-{args.epochs})")
+                print(
+                    f"{device:4s} clips={clips:6s}: {rate:.2f} steps/s = {rate * min(args.batch, args.n):.0f} pairs/s "
+                    f"(loss {result.epoch_losses[0]:.3f} -> {result.final_loss:.3f}) | bare loop {bare:.2f} steps/s | "
+                    f"ratio {rate / bare:.2f} whole run, {steady / bare:.2f} steady state (epochs 2-{args.epochs})"
+                )
+
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,6 @@ from pipelines.synth.media import encode_audio
 from preprocess.decode import DecodeStats, decode_video_clips, uniform_indices
 from preprocess.video import VideoConfig, video_clip_spans, video_frames_to_model_input
 
-
 # --------------------------------------------------------------------------------- synthetic video
 
 
@@ -194,12 +193,16 @@ def main(argv=None) -> int:
         if not path.exists():
             t = time.perf_counter()
             write_h264(path, args.seconds, args.fps, w, h, gop=args.gop, preset="fast")
-            print(f"wrote {args.seconds:g} s {w}x{h} @ {args.fps} fps, keyframe every {args.gop} frames, "
-                  f"libx264 fast: {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.0f} s")
+            print(
+                f"wrote {args.seconds:g} s {w}x{h} @ {args.fps} fps, keyframe every {args.gop} frames, "
+                f"libx264 fast: {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.0f} s"
+            )
         with av.open(str(path)) as c:
             vs = c.streams.video[0]
-            print(f"video: {vs.frames} frames, {vs.codec_context.width}x{vs.codec_context.height}, "
-                  f"B-frames: {bool(vs.codec_context.has_b_frames)}")
+            print(
+                f"video: {vs.frames} frames, {vs.codec_context.width}x{vs.codec_context.height}, "
+                f"B-frames: {bool(vs.codec_context.has_b_frames)}"
+            )
 
         stats, counts = DecodeStats(), {}
         a = ours(path, cfg, args.threads, stats)
@@ -208,7 +211,10 @@ def main(argv=None) -> int:
         print(f"outputs identical: {a.shape} float32, max abs diff {np.abs(a - b).max()}")
 
         times = {"ours": [], "baseline": []}
-        runs = {"ours": lambda: ours(path, cfg, args.threads), "baseline": lambda: decode_everything(path, cfg, args.threads)}
+        runs = {
+            "ours": lambda: ours(path, cfg, args.threads),
+            "baseline": lambda: decode_everything(path, cfg, args.threads),
+        }
         for r in range(args.rounds):
             names = ("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")
             for name in names:
@@ -216,15 +222,21 @@ def main(argv=None) -> int:
         med = {k: (float(np.median([x[0] for x in v])), float(np.median([x[1] for x in v]))) for k, v in times.items()}
         best = {k: min(x[0] for x in v) for k, v in times.items()}
         threads = "FFmpeg's choice" if args.threads == 0 else args.threads
-        print(f"decoder threads: {threads}, torch threads {torch.get_num_threads()}; {args.rounds} alternating "
-              f"rounds; wall median (best), CPU median")
+        print(
+            f"decoder threads: {threads}, torch threads {torch.get_num_threads()}; {args.rounds} alternating "
+            f"rounds; wall median (best), CPU median"
+        )
         for k in ("ours", "baseline"):
             print(f"  {k:9s}: {med[k][0] * 1000:8.1f} ms ({best[k] * 1000:.1f})   CPU {med[k][1] * 1000:8.1f} ms")
-        print(f"speed-up  : {med['baseline'][0] / med['ours'][0]:.2f}x wall (median), "
-              f"{best['baseline'] / best['ours']:.2f}x (best), {med['baseline'][1] / med['ours'][1]:.2f}x CPU")
-        print(f"frames decoded per frame used: ours {stats.frames_decoded / stats.frames_used:.1f} "
-              f"({stats.frames_decoded} decoded, {stats.packets_decoded} packets sent, {stats.packets_demuxed} demuxed, "
-              f"{stats.seeks} seeks), baseline {counts['decoded'] / counts['used']:.1f} ({counts['decoded']})")
+        print(
+            f"speed-up  : {med['baseline'][0] / med['ours'][0]:.2f}x wall (median), "
+            f"{best['baseline'] / best['ours']:.2f}x (best), {med['baseline'][1] / med['ours'][1]:.2f}x CPU"
+        )
+        print(
+            f"frames decoded per frame used: ours {stats.frames_decoded / stats.frames_used:.1f} "
+            f"({stats.frames_decoded} decoded, {stats.packets_decoded} packets sent, {stats.packets_demuxed} demuxed, "
+            f"{stats.seeks} seeks), baseline {counts['decoded'] / counts['used']:.1f} ({counts['decoded']})"
+        )
     return 0
 
 

@@ -114,10 +114,7 @@ def _resolve_runtime(device: Any, precision: Any) -> tuple[torch.device, str]:
 
 def _looks_like_path(text: str) -> bool:
     return (
-        os.sep in text
-        or "/" in text
-        or text.startswith((".", "~"))
-        or Path(text).suffix.lower() in CHECKPOINT_SUFFIXES
+        os.sep in text or "/" in text or text.startswith((".", "~")) or Path(text).suffix.lower() in CHECKPOINT_SUFFIXES
     )
 
 
@@ -129,9 +126,11 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, what: str = "model"
     if checkpoint is None:
         return None
     text = os.fspath(checkpoint)
-    if isinstance(checkpoint, str) and (
-        text.startswith(("hf-hub:", "http://", "https://", "s3://", "gs://")) or not _looks_like_path(text)
-    ) and not Path(text).is_file():
+    if (
+        isinstance(checkpoint, str)
+        and (text.startswith(("hf-hub:", "http://", "https://", "s3://", "gs://")) or not _looks_like_path(text))
+        and not Path(text).is_file()
+    ):
         raise ValueError(
             f"checkpoint {text!r} for {what} looks like a hub tag or URL; bindset cannot download weights "
             f"(no network access, by design). Download the weights yourself and pass a local "
@@ -283,7 +282,9 @@ def create_encoder(
         )
     valid = _family_models(family)
     if model not in valid:
-        raise ValueError(f"unknown {family} model {model!r} in {name!r}; valid: {_summary(f'{family}:{m}' for m in valid)}")
+        raise ValueError(
+            f"unknown {family} model {model!r} in {name!r}; valid: {_summary(f'{family}:{m}' for m in valid)}"
+        )
     module_name, func_name = _FAMILIES[family].split(":")
     factory: Callable[..., Encoder] = getattr(importlib.import_module(module_name), func_name)
     return factory(model, checkpoint=checkpoint, modality=modality, device=device, precision=precision, **kw)

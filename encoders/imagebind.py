@@ -371,7 +371,9 @@ class ImageBindModel(nn.Module):
         if m == "audio":
             conv = nn.Conv2d(1, w, kernel_size=c.audio_kernel, stride=c.audio_stride, bias=False)
             stem = PatchStem(conv, nn.LayerNorm(w))
-            return PatchPreprocessor("rgbt_stem", stem, c.audio_tokens, w, f"[B,1,{c.audio_mel_bins},{c.audio_target_len}]")
+            return PatchPreprocessor(
+                "rgbt_stem", stem, c.audio_tokens, w, f"[B,1,{c.audio_mel_bins},{c.audio_target_len}]"
+            )
         if m == "depth":
             conv = nn.Conv2d(1, w, kernel_size=c.depth_patch, stride=c.depth_patch, bias=False)
             stem = PatchStem(conv, nn.LayerNorm(w))

@@ -189,4 +189,3 @@ def get_config(name: str) -> ImageBindConfig:
 def register_config(config: ImageBindConfig) -> None:
     """Make `config` available as `imagebind:<config.name>` in the encoder factory."""
     CONFIGS[config.name] = config
-

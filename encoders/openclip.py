@@ -98,6 +98,7 @@ def available_models() -> list[str]:
 @contextlib.contextmanager
 def _without_log_records(prefix: str) -> Iterator[None]:
     """Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."""
+
     def keep(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(prefix)
 
@@ -205,7 +206,9 @@ class OpenCLIPImageEncoder(_OpenCLIPEncoder):
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != 3 or (self.image_size and tuple(x.shape[-2:]) != self.image_size):
-            raise ValueError(f"{self.model_name} expects images [*,3,{self.image_size[0]},{self.image_size[1]}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"{self.model_name} expects images [*,3,{self.image_size[0]},{self.image_size[1]}], got {tuple(x.shape)}"
+            )
         return self.model.encode_image(x, normalize=True)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import RunConfig, load_run_config, parse_run_config
@@ -40,6 +40,7 @@ from pipelines.plan import ShardSpec
 from pipelines.validate import validate_dataset
 from storage.shard import ShardSummary
 
+
 def _expected_failures() -> tuple[type[BaseException], ...]:
     from pipelines.build import ConfigMismatch
     from pipelines.manifest import NoSamplesFound
@@ -47,8 +48,18 @@ def _expected_failures() -> tuple[type[BaseException], ...]:
     from storage.locks import DatasetLocked
     from storage.shard import ShardWriteError
 
-    return (BuildFailed, ShardWriteError, NoSamplesFound, ConfigMismatch, DatasetLocked, LocationError,
-            StoreError, FileNotFoundError, NotADirectoryError, PermissionError)
+    return (
+        BuildFailed,
+        ShardWriteError,
+        NoSamplesFound,
+        ConfigMismatch,
+        DatasetLocked,
+        LocationError,
+        StoreError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+    )
 
 
 EXPECTED_FAILURES = _expected_failures()
@@ -59,15 +70,21 @@ SHARD_RETRIES = 2
 SHARD_RETRY_DELAYS = [1.0, 4.0]  # backoff between attempts, seconds
 
 
-@task(name="build-shard", retries=SHARD_RETRIES, retry_delay_seconds=SHARD_RETRY_DELAYS, cache_policy=NO_CACHE,
-      task_run_name="shard-{spec.shard_id:05d}")
+@task(
+    name="build-shard",
+    retries=SHARD_RETRIES,
+    retry_delay_seconds=SHARD_RETRY_DELAYS,
+    cache_policy=NO_CACHE,
+    task_run_name="shard-{spec.shard_id:05d}",
+)
 def build_shard_task(root: Any, spec: ShardSpec, config, executor) -> dict:
     if executor is None or executor.in_process:
         summary = build_shard(root, spec, config)
     else:
         summary = executor.build_one(root, spec, config)
-    get_run_logger().info("shard %05d: %d stored, %d rejected in %.1f s", spec.shard_id, summary.stored,
-                          summary.rejected, summary.seconds)
+    get_run_logger().info(
+        "shard %05d: %d stored, %d rejected in %.1f s", spec.shard_id, summary.stored, summary.rejected, summary.seconds
+    )
     return summary.to_dict()
 
 
@@ -118,8 +135,10 @@ def run_shard_tasks(session: BuildSession, executor, limit: int, specs: list[Sha
         while todo or in_flight:
             while todo and len(in_flight) < limit:
                 spec = todo.pop()
-                future = runner.submit(build_shard_task, {"root": session.root, "spec": spec,
-                                                          "config": session.config, "executor": executor})
+                future = runner.submit(
+                    build_shard_task,
+                    {"root": session.root, "spec": spec, "config": session.config, "executor": executor},
+                )
                 in_flight[future.wrapped_future] = (spec, future)
             done, _ = wait_any(list(in_flight), return_when=FIRST_COMPLETED)
             for inner in done:
@@ -157,15 +176,22 @@ def _build_dataset(config_path: str | None, config: dict[str, Any] | None) -> di
     run = _load(config_path, config)
     apply_storage_options(run.storage.strings())
     with BuildSession(run.create_sources(), run.dataset.out, run.build_config(), run.dataset.overwrite) as session:
-        executor, chosen = choose_executor(run.executor.kind, run.executor.address, run.executor.max_in_flight,
-                                           session.todo)
+        executor, chosen = choose_executor(
+            run.executor.kind, run.executor.address, run.executor.max_in_flight, session.todo
+        )
         limit = 1
         if session.todo:
             executor.connect()
             executor.check_root_reachable(session.root)
             limit = executor.in_flight_limit()
-        logger.info("dataset %s: %d shards planned, %d to build; executor %s, up to %d shards in flight",
-                    session.root, len(session.plan), len(session.todo), chosen, limit)
+        logger.info(
+            "dataset %s: %d shards planned, %d to build; executor %s, up to %d shards in flight",
+            session.root,
+            len(session.plan),
+            len(session.todo),
+            chosen,
+            limit,
+        )
         failed = run_shard_tasks(session, executor, limit)
         if run.dataset.retry_rejects and not failed:
             retries = session.plan_retries()
@@ -174,19 +200,29 @@ def _build_dataset(config_path: str | None, config: dict[str, Any] | None) -> di
                 logger.info("retrying %d transient rejects in %d new shard(s)", session.report.retried, len(retries))
                 failed = run_shard_tasks(session, executor, executor.in_flight_limit(), retries)
     report = session.report
-    create_markdown_artifact(build_markdown(report, failed, chosen), key="build-dataset-summary",
-                             description=f"build of {report.root}")
+    create_markdown_artifact(
+        build_markdown(report, failed, chosen), key="build-dataset-summary", description=f"build of {report.root}"
+    )
     for line in report.lines():
         logger.info(line)
     if failed:
-        raise BuildFailed(f"{len(failed)} shard(s) failed after retries: " + "; ".join(failed)
-                          + ". Committed shards are kept; rerun to build the rest.")
+        raise BuildFailed(
+            f"{len(failed)} shard(s) failed after retries: "
+            + "; ".join(failed)
+            + ". Committed shards are kept; rerun to build the rest."
+        )
     # The config's encoders, each an embed-backfill subflow run: only shards lacking its store
     embedded = [embed_backfill_flow(str(report.root), **embed_arguments(run, enc)) for enc in run.encoders]
-    return {"dataset": str(report.root), "stored": report.stored, "rejected": report.rejected,
-            "reject_reasons": report.all_reject_reasons(),
-            "shards_built": len(report.summaries), "seconds": report.seconds, "embedded": embedded,
-            "executor": chosen}
+    return {
+        "dataset": str(report.root),
+        "stored": report.stored,
+        "rejected": report.rejected,
+        "reject_reasons": report.all_reject_reasons(),
+        "shards_built": len(report.summaries),
+        "seconds": report.seconds,
+        "embedded": embedded,
+        "executor": chosen,
+    }
 
 
 @flow(name="validate-dataset")

@@ -49,19 +49,34 @@ def _add_build(sub) -> None:
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--config", help="TOML/JSON file of preprocessing overrides")
     p.add_argument("--overwrite", action="store_true", help="rebuild a dataset whose config or sources changed")
-    p.add_argument("--retry-rejects", action="store_true",
-                   help="then re-attempt the rejects whose reason is transient (I/O errors, timeouts, object-store "
-                        "errors) as new shards; permanent rejects stay")
-    p.add_argument("--max-reject-fraction", type=_reject_fraction, default=0.5, metavar="F",
-                   help="exit 1 with the top reasons when more than F of the samples read were rejected "
-                        "(default 0.5; the shards are committed either way)")
-    p.add_argument("--keep-partial", action="store_true",
-                   help="store samples that lack a partner of their layout (e.g. AudioSet video without audio) "
-                        "instead of rejecting them; the summary counts them")
-    p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto",
-                   help="auto (default: Ray when --ray-address/RAY_ADDRESS names a cluster or more than "
-                        "64 samples in 2+ shards are to be built, else in-process; the output says which), "
-                        "ray (a local Ray, or the cluster at --ray-address/RAY_ADDRESS) or local (in-process)")
+    p.add_argument(
+        "--retry-rejects",
+        action="store_true",
+        help="then re-attempt the rejects whose reason is transient (I/O errors, timeouts, object-store "
+        "errors) as new shards; permanent rejects stay",
+    )
+    p.add_argument(
+        "--max-reject-fraction",
+        type=_reject_fraction,
+        default=0.5,
+        metavar="F",
+        help="exit 1 with the top reasons when more than F of the samples read were rejected "
+        "(default 0.5; the shards are committed either way)",
+    )
+    p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="store samples that lack a partner of their layout (e.g. AudioSet video without audio) "
+        "instead of rejecting them; the summary counts them",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("auto", "ray", "local"),
+        default="auto",
+        help="auto (default: Ray when --ray-address/RAY_ADDRESS names a cluster or more than "
+        "64 samples in 2+ shards are to be built, else in-process; the output says which), "
+        "ray (a local Ray, or the cluster at --ray-address/RAY_ADDRESS) or local (in-process)",
+    )
     p.add_argument("--ray-address", help="address of an existing Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
@@ -74,15 +89,24 @@ def cmd_build(args) -> int:
     source = {"layout": args.layout, "root": str(root_arg(args.source, resolve=True))}
     source.update({k: v for k, v in (("name", args.name), ("split", args.split)) if v})
     run_config = {
-        "dataset": {"out": str(root_arg(args.out, resolve=True)), "shard_size": args.shard_size,
-                    "overwrite": args.overwrite, "retry_rejects": args.retry_rejects,
-                    "keep_partial": args.keep_partial},
+        "dataset": {
+            "out": str(root_arg(args.out, resolve=True)),
+            "shard_size": args.shard_size,
+            "overwrite": args.overwrite,
+            "retry_rejects": args.retry_rejects,
+            "keep_partial": args.keep_partial,
+        },
         "sources": [source],
         "preprocess": load_overrides(args.config) if args.config else {},
         "executor": {"kind": args.executor, "address": args.ray_address},
     }
-    names = {"dataset.out": "--out", "sources[0].root": "SOURCE", "dataset.shard_size": "--shard-size",
-             "executor.address": "--ray-address", "preprocess": f"--config {args.config}"}
+    names = {
+        "dataset.out": "--out",
+        "sources[0].root": "SOURCE",
+        "dataset.shard_size": "--shard-size",
+        "executor.address": "--ray-address",
+        "preprocess": f"--config {args.config}",
+    }
     run = parse_run_config(run_config, None, names)
     check_locations(run, None, names)
     if args.no_prefect:
@@ -121,9 +145,11 @@ def check_reject_fraction(result: dict, limit: float | None) -> None:
         from pipelines.build import BuildFailed
 
         top = ", ".join(f"{reason} {count}" for reason, count in list(result.get("reject_reasons", {}).items())[:3])
-        raise BuildFailed(f"{rejected} of {rejected + stored} samples rejected ({fraction:.0%} > "
-                          f"--max-reject-fraction {limit:g}); top reasons: {top or 'none recorded'}. "
-                          "The committed shards are kept (see storage.scan_rejects).")
+        raise BuildFailed(
+            f"{rejected} of {rejected + stored} samples rejected ({fraction:.0%} > "
+            f"--max-reject-fraction {limit:g}); top reasons: {top or 'none recorded'}. "
+            "The committed shards are kept (see storage.scan_rejects)."
+        )
 
 
 def _reject_fraction(text: str) -> float:
@@ -138,11 +164,15 @@ def _print_result(result: dict) -> None:
     print(f"dataset: {result['dataset']}")
     if result.get("executor"):
         print(f"executor: {result['executor']}")
-    print(f"samples stored: {result['stored']}  rejected: {result['rejected']}  "
-          f"shards built: {result['shards_built']}  ({result['seconds']:.1f} s, {rate:.1f} samples/s)")
+    print(
+        f"samples stored: {result['stored']}  rejected: {result['rejected']}  "
+        f"shards built: {result['shards_built']}  ({result['seconds']:.1f} s, {rate:.1f} samples/s)"
+    )
     for e in result.get("embedded", []):
-        print(f"encoder {e['encoder_id']}: {e['shards_embedded']} shards embedded ({e['samples']} samples), "
-              f"{e['already_done']} already in the store")
+        print(
+            f"encoder {e['encoder_id']}: {e['shards_embedded']} shards embedded ({e['samples']} samples), "
+            f"{e['already_done']} already in the store"
+        )
 
 
 def _add_run(sub) -> None:
@@ -261,9 +291,12 @@ def _add_embed(sub) -> None:
     p.add_argument("--encoder", required=True, help='e.g. "openclip:ViT-H-14" or "imagebind:huge"')
     p.add_argument("--checkpoint", help="weights file (.pt/.pth/.bin/.safetensors), a path or URL; no hub downloads")
     p.add_argument("--modalities", nargs="+", default=["image"], help="dataset modalities to embed (default image)")
-    p.add_argument("--executor", choices=("auto", "ray", "local"), default="ray",
-                   help="ray (default), local (in-process), or auto (Ray when a cluster is configured or "
-                        "there are several GPUs)")
+    p.add_argument(
+        "--executor",
+        choices=("auto", "ray", "local"),
+        default="ray",
+        help="ray (default), local (in-process), or auto (Ray when a cluster is configured or there are several GPUs)",
+    )
     p.add_argument("--ray-address")
     p.add_argument("--actors", type=int, help="Ray actors (default: one per GPU, else one)")
     p.add_argument("--random-weights", action="store_true", help="no checkpoint: a seeded random init (smoke tests)")
@@ -292,9 +325,13 @@ def cmd_embed(args) -> int:
     if args.no_prefect:
         from pipelines.embed import EncoderSpec, embed_dataset
 
-        report = embed_dataset(dataset, EncoderSpec(args.encoder, args.checkpoint, tuple(args.modalities)),
-                               executor=embed_executor_kind(args.executor, args.ray_address),
-                               ray_address=args.ray_address, actors=args.actors)
+        report = embed_dataset(
+            dataset,
+            EncoderSpec(args.encoder, args.checkpoint, tuple(args.modalities)),
+            executor=embed_executor_kind(args.executor, args.ray_address),
+            ray_address=args.ray_address,
+            actors=args.actors,
+        )
         print("\n".join(report.lines()))
         return 0
     api = args.prefect_api.start()
@@ -302,10 +339,13 @@ def cmd_embed(args) -> int:
     from flows.embed_flow import embed_backfill_flow
 
     api.wait()
-    result = embed_backfill_flow(dataset, args.encoder, args.checkpoint, list(args.modalities), args.executor,
-                                 args.ray_address, args.actors)
-    print(f"encoder {result['encoder_id']}: {result['shards_embedded']} shards embedded "
-          f"({result['samples']} samples), {result['already_done']} already in the store")
+    result = embed_backfill_flow(
+        dataset, args.encoder, args.checkpoint, list(args.modalities), args.executor, args.ray_address, args.actors
+    )
+    print(
+        f"encoder {result['encoder_id']}: {result['shards_embedded']} shards embedded "
+        f"({result['samples']} samples), {result['already_done']} already in the store"
+    )
     return 0
 
 
@@ -315,7 +355,9 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--modality", required=True, choices=("image", "depth", "thermal", "audio", "video", "imu"))
     p.add_argument("--out", required=True, help="local .npy file to write")
     p.add_argument("--depth-encoding", default="sunrgbd", choices=("sunrgbd", "millimetres", "metres"))
-    p.add_argument("--sensor", default="kv1", help="depth sensor, for default fx and baseline (kv1, kv2, realsense, xtion)")
+    p.add_argument(
+        "--sensor", default="kv1", help="depth sensor, for default fx and baseline (kv1, kv2, realsense, xtion)"
+    )
     p.add_argument("--fx", type=float, help="focal length in pixels (default: the sensor's)")
     p.add_argument("--intrinsics", type=Path, help="SUN RGB-D intrinsics.txt to read fx from")
     p.add_argument("--baseline", type=float, help="stereo baseline in metres (default: the sensor's)")
@@ -350,15 +392,21 @@ def cmd_preprocess(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="synthesize a few samples of each spatial layout, build and summarize them "
-                                   "(--bind: the emergent zero-shot demonstration)")
+    p = sub.add_parser(
+        "demo",
+        help="synthesize a few samples of each spatial layout, build and summarize them "
+        "(--bind: the emergent zero-shot demonstration)",
+    )
     p.add_argument("--out", default="bindset-demo", help="local folder (default bindset-demo)")
     p.add_argument("-n", type=int, default=6, help="samples per layout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--executor", choices=("auto", "ray", "local"), default="auto")
     p.add_argument("--no-prefect", action="store_true", help="plain path without Prefect, for debugging")
-    p.add_argument("--bind", action="store_true",
-                   help="instead: train a tiny CLIP, bind audio to its images only, report audio->text zero-shot")
+    p.add_argument(
+        "--bind",
+        action="store_true",
+        help="instead: train a tiny CLIP, bind audio to its images only, report audio->text zero-shot",
+    )
     p.add_argument("--pairs", type=int, help="--bind: image-audio videos to generate (default 240)")
     p.set_defaults(func=cmd_demo, uses_prefect=True)
 
@@ -371,8 +419,10 @@ def cmd_demo(args) -> int:
         out = out if args.out != "bindset-demo" else Path("bindset-bind-demo")
         report = run_bind_demo(out, seed=args.seed, n_pairs=args.pairs, progress=True)
         print("\n".join(report["summary"]))
-        print(f"{report['n_train']} training pairs, {report['n_held_out']} held out; "
-              f"{report['timings_s']['total']:.0f} s; figures in {out / 'report.json'}")
+        print(
+            f"{report['n_train']} training pairs, {report['n_held_out']} held out; "
+            f"{report['timings_s']['total']:.0f} s; figures in {out / 'report.json'}"
+        )
         print("redo the evaluation or search from the command line:")
         print("\n".join(f"  {c}" for c in report["commands"]))
         return 0
@@ -410,13 +460,35 @@ def make_parser() -> argparse.ArgumentParser:
     from flows.cli_binding import add_eval, add_report, add_search, add_train
     from flows.cli_curation import add_dedup, add_export, add_index
 
-    for add in (_add_synth, _add_build, _add_embed, _add_run, _add_schedule, _add_flows, _add_validate, _add_preprocess,
-                _add_demo, _add_inspect, add_report, add_train, add_eval, add_search, add_dedup, add_index, add_export):
+    for add in (
+        _add_synth,
+        _add_build,
+        _add_embed,
+        _add_run,
+        _add_schedule,
+        _add_flows,
+        _add_validate,
+        _add_preprocess,
+        _add_demo,
+        _add_inspect,
+        add_report,
+        add_train,
+        add_eval,
+        add_search,
+        add_dedup,
+        add_index,
+        add_export,
+    ):
         add(sub)
     for command in sub.choices.values():
-        command.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                             help="object-store option (obstore/Polars keys: aws_region, aws_endpoint, "
-                                  "aws_allow_http...), repeatable; over the environment and a config's [storage]")
+        command.add_argument(
+            "--storage-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="object-store option (obstore/Polars keys: aws_region, aws_endpoint, "
+            "aws_allow_http...), repeatable; over the environment and a config's [storage]",
+        )
     return parser
 
 
@@ -461,8 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     the process exits here, once its exit handlers have run (``exit_now``)."""
     quiet_defaults()  # before Prefect or Ray is imported: both read their settings at import
     args = make_parser().parse_args(argv)
-    wants_prefect = getattr(args, "uses_prefect", False) and not getattr(args, "no_prefect", False) \
+    wants_prefect = (
+        getattr(args, "uses_prefect", False)
+        and not getattr(args, "no_prefect", False)
         and not getattr(args, "bind", False)
+    )
     # The temporary Prefect server imports itself while this process checks its inputs; it serves
     # nothing until a command calls start() after its checks.
     args.prefect_api = PrefectApi.prepare() if wants_prefect else PrefectApi()

@@ -62,13 +62,20 @@ def add_train(sub) -> None:
     p.add_argument("--temperature", type=float, help="InfoNCE temperature (default: the reference value per modality)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", help="train on index rows of this split only")
-    p.add_argument("--clips", choices=("mean", "random"), default="mean",
-                   help="multi-clip inputs: average every clip (as inference) or one random clip per step")
+    p.add_argument(
+        "--clips",
+        choices=("mean", "random"),
+        default="mean",
+        help="multi-clip inputs: average every clip (as inference) or one random clip per step",
+    )
     p.add_argument("--init-checkpoint", help="start from these weights (imagebind_huge.pth or a binding checkpoint)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
-    p.add_argument("--embed", action="store_true",
-                   help="afterwards embed the dataset's MODALITY with the trained model into its own store")
+    p.add_argument(
+        "--embed",
+        action="store_true",
+        help="afterwards embed the dataset's MODALITY with the trained model into its own store",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -78,10 +85,21 @@ def cmd_train(args) -> int:
     check_read(dataset, "dataset")
     from pipelines.train import TrainConfig, load_binding_encoder, train_binding
 
-    config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, temperature=args.temperature, seed=args.seed,
-                         target_column=args.target_column, split=args.split, clips=args.clips,
-                         init_checkpoint=args.init_checkpoint, device=args.device, progress=not args.no_progress)
+    config = TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        temperature=args.temperature,
+        seed=args.seed,
+        target_column=args.target_column,
+        split=args.split,
+        clips=args.clips,
+        init_checkpoint=args.init_checkpoint,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     result = train_binding(dataset, args.modality, args.target, out, config, resume=not args.no_resume)
     print("\n".join(result.lines()))
     if args.embed:
@@ -150,8 +168,12 @@ def openclip_config_beside(name: str, checkpoint: str | None) -> None:
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot classification and cross-modal retrieval Recall@k from embedding stores")
     p.add_argument("dataset", help="dataset directory or URL")
-    p.add_argument("--retrieval", nargs=2, metavar=("QUERY", "GALLERY"),
-                   help="STORE_ID:COLUMN of the queries and of the gallery, e.g. IMG_STORE:image AUDIO_STORE:audio")
+    p.add_argument(
+        "--retrieval",
+        nargs=2,
+        metavar=("QUERY", "GALLERY"),
+        help="STORE_ID:COLUMN of the queries and of the gallery, e.g. IMG_STORE:image AUDIO_STORE:audio",
+    )
     p.add_argument("-k", type=int, nargs="+", default=[1, 5, 10], help="recall cut-offs (default 1 5 10)")
     p.add_argument("--zero-shot", metavar="STORE_ID:COLUMN", help="vectors to classify against class prompts")
     p.add_argument("--text-encoder", help='frozen text encoder for --zero-shot, e.g. "openclip:ViT-H-14"')
@@ -197,8 +219,15 @@ def cmd_eval(args) -> int:
             raise ValueError(f"no sample's label is one of --classes ({sorted(mapping)[:5]}...)")
         class_names = {cls: cls for cls in sorted(set(mapping.values()))}
         kwargs = {"templates": tuple(args.templates)} if args.templates else {}
-        res = evaluate_zero_shot(args.dataset, _store_column(args.zero_shot), text_encoder, class_names,
-                                 labels=labels, sample_ids=sample_ids, **kwargs)
+        res = evaluate_zero_shot(
+            args.dataset,
+            _store_column(args.zero_shot),
+            text_encoder,
+            class_names,
+            labels=labels,
+            sample_ids=sample_ids,
+            **kwargs,
+        )
         results["zero_shot"] = {"store": args.zero_shot, **res.to_dict()}
         lines += res.lines(f"{args.zero_shot.rpartition(':')[2]} -> text zero-shot")
     print(json.dumps(results, indent=2, default=str) if args.json else "\n".join(lines))
@@ -244,15 +273,25 @@ def add_search(sub) -> None:
 
     p = sub.add_parser("search", help="nearest samples of an embedding store for a query file (or several, summed)")
     p.add_argument("query", nargs="+", help="query file(s); for --modality text, the text itself")
-    p.add_argument("--modality", nargs="+", required=True, choices=QUERY_MODALITIES,
-                   help="modality of each query (one for all, or one per query)")
+    p.add_argument(
+        "--modality",
+        nargs="+",
+        required=True,
+        choices=QUERY_MODALITIES,
+        help="modality of each query (one for all, or one per query)",
+    )
     p.add_argument("--dataset", required=True, help="dataset directory or URL")
     p.add_argument("--store", required=True, metavar="ENCODER_ID", help="embedding store to search")
     p.add_argument("--column", help="store column to search (default: the store's only column)")
-    p.add_argument("--encoder", nargs="+", required=True,
-                   help="encoder of each query: a factory name (openclip:..., imagebind:...) or a binding run dir")
-    p.add_argument("--checkpoint", nargs="+",
-                   help="local weights per encoder (one for all, or one per query; '-' for none)")
+    p.add_argument(
+        "--encoder",
+        nargs="+",
+        required=True,
+        help="encoder of each query: a factory name (openclip:..., imagebind:...) or a binding run dir",
+    )
+    p.add_argument(
+        "--checkpoint", nargs="+", help="local weights per encoder (one for all, or one per query; '-' for none)"
+    )
     p.add_argument("--weight", type=float, nargs="+", help="weight of each query term in the sum (default 1)")
     p.add_argument("--random-weights", action="store_true", help="factory encoders without a checkpoint (smoke tests)")
     p.add_argument("-k", type=int, default=10)
@@ -270,8 +309,10 @@ def cmd_search(args) -> int:
     encoders = _broadcast(args.encoder, n, "--encoder")
     # "-" stands for "no checkpoint" in a per-query list (a binding run directory needs none)
     checkpoints = [None if c == "-" else c for c in _broadcast(args.checkpoint, n, "--checkpoint")]
-    weights = [float(w) if w is not None else 1.0
-               for w in _broadcast([str(w) for w in args.weight] if args.weight else None, n, "--weight")]
+    weights = [
+        float(w) if w is not None else 1.0
+        for w in _broadcast([str(w) for w in args.weight] if args.weight else None, n, "--weight")
+    ]
     loaded: dict[tuple, object] = {}  # one model per (encoder, checkpoint, modality), however many terms use it
     queries = []
     for source, modality, name, checkpoint, weight in zip(args.query, modalities, encoders, checkpoints, weights):
@@ -287,8 +328,13 @@ def cmd_search(args) -> int:
     column = args.column or _default_column(args.dataset, args.store)
     hits = search_store(args.dataset, args.store, column, queries, k=args.k)
     if args.json:
-        print(json.dumps([{"rank": h.rank, "sample_id": h.sample_id, "score": h.score, **h.fields} for h in hits],
-                         indent=2, default=str))
+        print(
+            json.dumps(
+                [{"rank": h.rank, "sample_id": h.sample_id, "score": h.score, **h.fields} for h in hits],
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     for hit in hits:
         what = hit.fields.get("label") or hit.fields.get("caption") or ""

@@ -17,23 +17,32 @@ def _store_columns(dataset, encoder_id: str) -> list[str]:
     columns = [c for c, t in schema.items() if c != "sample_id" and isinstance(t, (pl.Array, pl.List))]
     if not columns:
         known = list_encoder_ids(dataset)
-        raise FileNotFoundError(f"no embedding store {encoder_id!r} in {dataset} "
-                                f"({'stores: ' + ', '.join(known) if known else 'none: run bindset embed first'})")
+        raise FileNotFoundError(
+            f"no embedding store {encoder_id!r} in {dataset} "
+            f"({'stores: ' + ', '.join(known) if known else 'none: run bindset embed first'})"
+        )
     return columns
 
 
 # -- dedup ----------------------------------------------------------------------------------------------
 
+
 def add_dedup(sub) -> None:
     p = sub.add_parser("dedup", help="find exact and near duplicates; write dedup/NAME.parquet (deletes nothing)")
     p.add_argument("dataset", help="dataset directory or URL")
-    p.add_argument("--encoder", metavar="ENCODER_ID",
-                   help="embedding store for near duplicates (without it: exact duplicates only)")
+    p.add_argument(
+        "--encoder",
+        metavar="ENCODER_ID",
+        help="embedding store for near duplicates (without it: exact duplicates only)",
+    )
     p.add_argument("--modality", nargs="+", help="store columns to compare (default: all); a pair must be near in each")
     p.add_argument("--threshold", type=float, default=0.95, help="cosine similarity of near duplicates (default 0.95)")
     p.add_argument("--name", default="default", help="table name: dedup/NAME.parquet (default: default)")
-    p.add_argument("--keep", default="lowest-id",
-                   help="representative of a group: lowest-id (default), max:COLUMN or min:COLUMN of the index")
+    p.add_argument(
+        "--keep",
+        default="lowest-id",
+        help="representative of a group: lowest-id (default), max:COLUMN or min:COLUMN of the index",
+    )
     p.add_argument("--no-exact", action="store_true", help="skip content hashing (inputs no longer readable)")
     p.add_argument("--threads", type=int, default=4, help="threads decoding inputs for content hashes")
     p.add_argument("--no-progress", action="store_true")
@@ -50,14 +59,23 @@ def cmd_dedup(args) -> int:
         _store_columns(args.dataset, args.encoder)
     from pipelines.curation.dedup import dedup_dataset
 
-    report = dedup_dataset(args.dataset, name=args.name, encoder_id=args.encoder, modalities=args.modality,
-                           threshold=args.threshold, exact=not args.no_exact, keep=args.keep, threads=args.threads,
-                           progress=not args.no_progress)
+    report = dedup_dataset(
+        args.dataset,
+        name=args.name,
+        encoder_id=args.encoder,
+        modalities=args.modality,
+        threshold=args.threshold,
+        exact=not args.no_exact,
+        keep=args.keep,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
     print(json.dumps(report.meta, indent=2, default=str) if args.json else "\n".join(report.lines()))
     return 0
 
 
 # -- index ----------------------------------------------------------------------------------------------
+
 
 def add_index(sub) -> None:
     from pipelines.curation.ann import QUANTIZATIONS
@@ -66,10 +84,18 @@ def add_index(sub) -> None:
     p.add_argument("dataset", help="dataset directory or URL")
     p.add_argument("--encoder", required=True, metavar="ENCODER_ID", help="embedding store to index")
     p.add_argument("--modality", nargs="+", help="store columns to index (default: all)")
-    p.add_argument("--quantization", choices=QUANTIZATIONS, default="flat",
-                   help="codes in the IVF lists: flat float32 (default), fp16 (half the memory) or sq8 (a quarter)")
-    p.add_argument("--nlist", type=int, help="IVF lists (default about sqrt(N); an exact Flat index under 20,000 vectors)")
-    p.add_argument("--nprobe", type=int, help="lists probed per query (default: tuned for recall@10 >= --target-recall)")
+    p.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default="flat",
+        help="codes in the IVF lists: flat float32 (default), fp16 (half the memory) or sq8 (a quarter)",
+    )
+    p.add_argument(
+        "--nlist", type=int, help="IVF lists (default about sqrt(N); an exact Flat index under 20,000 vectors)"
+    )
+    p.add_argument(
+        "--nprobe", type=int, help="lists probed per query (default: tuned for recall@10 >= --target-recall)"
+    )
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the index could be extended")
     p.add_argument("--status", action="store_true", help="only say whether the index is missing, fresh or stale")
@@ -95,8 +121,9 @@ def cmd_index(args) -> int:
             for m, s in states.items():
                 print(f"index {args.encoder}/{m}: {s.describe()}")
         return 0
-    params = IndexParams(quantization=args.quantization, nlist=args.nlist, nprobe=args.nprobe,
-                         target_recall=args.target_recall)
+    params = IndexParams(
+        quantization=args.quantization, nlist=args.nlist, nprobe=args.nprobe, target_recall=args.target_recall
+    )
     reports = [build_index(args.dataset, args.encoder, m, params, rebuild=args.rebuild) for m in modalities]
     if args.json:
         print(json.dumps([r.manifest for r in reports], indent=2, default=str))
@@ -107,6 +134,7 @@ def cmd_index(args) -> int:
 
 
 # -- export ---------------------------------------------------------------------------------------------
+
 
 def add_export(sub) -> None:
     from pipelines.curation.export import FORMATS
@@ -139,9 +167,17 @@ def cmd_export(args) -> int:
     check_write(args.out, "--out")
     from pipelines.curation.export import export_webdataset
 
-    report = export_webdataset(args.dataset, args.out, dedup=args.dedup, shard_size=args.shard_size,
-                               modalities=args.modalities, split=args.split, embeddings=args.embeddings,
-                               overwrite=args.overwrite, progress=not args.no_progress)
+    report = export_webdataset(
+        args.dataset,
+        args.out,
+        dedup=args.dedup,
+        shard_size=args.shard_size,
+        modalities=args.modalities,
+        split=args.split,
+        embeddings=args.embeddings,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print("\n".join(report.lines()))
     return 0
 

@@ -41,8 +41,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -101,8 +100,10 @@ class EncoderSection(_Strict):
     @model_validator(mode="after")
     def _weights_given(self) -> "EncoderSection":
         if self.checkpoint is None and not self.random_weights:
-            raise ValueError(f"encoder {self.name!r} needs checkpoint = a local weights file (nothing is "
-                             f"downloaded), or random_weights = true for a smoke test")
+            raise ValueError(
+                f"encoder {self.name!r} needs checkpoint = a local weights file (nothing is "
+                f"downloaded), or random_weights = true for a smoke test"
+            )
         return self
 
 
@@ -180,8 +181,9 @@ def _prefixed(origin: str | None, message: str) -> str:
     return f"{origin}: {message}" if origin else message
 
 
-def parse_run_config(data: dict[str, Any], origin: str | None = "config",
-                     names: dict[str, str] | None = None) -> RunConfig:
+def parse_run_config(
+    data: dict[str, Any], origin: str | None = "config", names: dict[str, str] | None = None
+) -> RunConfig:
     """Validate a run config. Errors start with ``origin`` (the file) and name each bad key, by its
     path in the file or by ``names`` (the command-line options it came from)."""
     names = names or {}
@@ -270,8 +272,9 @@ def check_locations(run: RunConfig, origin: str | None = "config", names: dict[s
 
     checks = [(f"sources[{i}].root", s.root, _source_check(s.layout)) for i, s in enumerate(run.sources)]
     checks.append(("dataset.out", run.dataset.out, check_write))
-    checks += [(f"encoders[{i}].checkpoint", e.checkpoint, _check_file) for i, e in enumerate(run.encoders)
-               if e.checkpoint]
+    checks += [
+        (f"encoders[{i}].checkpoint", e.checkpoint, _check_file) for i, e in enumerate(run.encoders) if e.checkpoint
+    ]
     names = names or {}
     for key, value, check in checks:
         key = names.get(key, key)
@@ -292,8 +295,9 @@ def _source_check(layout: str):
         check_read(value, what)
         local = Path(str(value))
         if layout != "generic" and "://" not in str(value) and local.is_file():
-            raise NotADirectoryError(f"{what} {value} is a file; layout {layout} reads a folder "
-                                     "(a table of paths is --layout generic)")
+            raise NotADirectoryError(
+                f"{what} {value} is a file; layout {layout} reads a folder (a table of paths is --layout generic)"
+            )
 
     return check
 

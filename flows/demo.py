@@ -14,8 +14,9 @@ from pipelines.synth import synthesize
 DEMO_LAYOUTS = ("sunrgbd", "llvip", "image-text")
 
 
-def run_demo(out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, executor: str = "auto",
-             use_prefect: bool = True) -> str:
+def run_demo(
+    out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, executor: str = "auto", use_prefect: bool = True
+) -> str:
     """Synthesize, then build through the ``build-dataset`` Prefect flow (a temporary Prefect server;
     ``auto``: in-process for the demo's few samples, Ray with ``executor="ray"``), or the plain path
     without Prefect."""
@@ -28,20 +29,26 @@ def run_demo(out: str | Path, n: int = 6, seed: int = 0, progress: bool = True, 
             (src_root / ".complete").touch()
         sources.append({"layout": layout, "root": str(src_root), "name": f"demo-{layout}"})
     dataset = out / "dataset"
-    run_config = {"dataset": {"out": str(dataset), "shard_size": 8}, "sources": sources,
-                  "executor": {"kind": executor}}
+    run_config = {"dataset": {"out": str(dataset), "shard_size": 8}, "sources": sources, "executor": {"kind": executor}}
     if use_prefect:
         from flows.build_flow import build_dataset_flow
 
         result = build_dataset_flow(config=run_config)
-        lines = [f"built {result['stored']} samples ({result['rejected']} rejected) in {result['seconds']:.1f} s "
-                 f"through the build-dataset Prefect flow; executor {result['executor']}"]
+        lines = [
+            f"built {result['stored']} samples ({result['rejected']} rejected) in {result['seconds']:.1f} s "
+            f"through the build-dataset Prefect flow; executor {result['executor']}"
+        ]
     else:
         from flows.executor_choice import AutoExecutor
 
         chosen = AutoExecutor(executor)
-        report = build_dataset([create_source(s["layout"], s["root"], name=s["name"]) for s in sources], dataset,
-                               BuildConfig(shard_size=8), executor=chosen, progress=progress)
+        report = build_dataset(
+            [create_source(s["layout"], s["root"], name=s["name"]) for s in sources],
+            dataset,
+            BuildConfig(shard_size=8),
+            executor=chosen,
+            progress=progress,
+        )
         lines = [*report.lines(), f"executor: {chosen.description}"]
     return "\n".join(
         [

@@ -10,16 +10,23 @@ from pipelines.embed import EmbedReport, EncoderSpec, embed_dataset
 
 
 @task(name="embed-shards", retries=2, retry_delay_seconds=[2.0, 10.0], cache_policy=NO_CACHE)
-def embed_task(dataset: str, spec: EncoderSpec, executor: str, ray_address: str | None,
-               actors: int | None) -> EmbedReport:
+def embed_task(
+    dataset: str, spec: EncoderSpec, executor: str, ray_address: str | None, actors: int | None
+) -> EmbedReport:
     # Shards already committed by an earlier attempt are skipped: a retry only does what is missing.
     return embed_dataset(dataset, spec, executor=executor, ray_address=ray_address, actors=actors, progress=False)
 
 
 @flow(name="embed-backfill")
-def embed_backfill_flow(dataset: str, encoder: str, checkpoint: str | None = None,
-                        modalities: list[str] | None = None, executor: str = "ray",
-                        ray_address: str | None = None, actors: int | None = None) -> dict:
+def embed_backfill_flow(
+    dataset: str,
+    encoder: str,
+    checkpoint: str | None = None,
+    modalities: list[str] | None = None,
+    executor: str = "ray",
+    ray_address: str | None = None,
+    actors: int | None = None,
+) -> dict:
     from flows.executor_choice import embed_executor_kind
 
     spec = EncoderSpec(encoder, checkpoint, tuple(modalities or ("image",)))
@@ -35,5 +42,10 @@ def embed_backfill_flow(dataset: str, encoder: str, checkpoint: str | None = Non
         f"- wall time: {report.seconds:.1f} s\n\n| shard | samples | seconds |\n|---|---|---|\n{table}\n",
         key="embed-backfill-summary",
     )
-    return {"encoder_id": report.encoder_id, "shards_embedded": len(report.embedded), "samples": rows,
-            "already_done": report.already_done, "seconds": report.seconds}
+    return {
+        "encoder_id": report.encoder_id,
+        "shards_embedded": len(report.embedded),
+        "samples": rows,
+        "already_done": report.already_done,
+        "seconds": report.seconds,
+    }

@@ -25,8 +25,9 @@ def ray_address_configured(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def choose_executor(kind: str, address: str | None = None, max_in_flight: int | None = None,
-                    specs: list | None = None) -> tuple[Any, str]:
+def choose_executor(
+    kind: str, address: str | None = None, max_in_flight: int | None = None, specs: list | None = None
+) -> tuple[Any, str]:
     """The executor for ``specs`` and one line saying which and why.
 
     ``ray`` and ``local`` mean what they say; ``auto`` means Ray when a cluster is configured
@@ -40,8 +41,10 @@ def choose_executor(kind: str, address: str | None = None, max_in_flight: int | 
         if cluster:
             kind, why = "ray", f"auto: Ray cluster at {cluster}"
         elif samples <= AUTO_LOCAL_MAX_SAMPLES or len(specs) <= 1:
-            kind, why = "local", (f"auto: {len(specs)} shard(s), {samples} samples to build, in-process; "
-                                  f"--executor ray for Ray")
+            kind, why = (
+                "local",
+                (f"auto: {len(specs)} shard(s), {samples} samples to build, in-process; --executor ray for Ray"),
+            )
         else:
             kind, why = "ray", f"auto: {len(specs)} shards, {samples} samples to build"
     else:

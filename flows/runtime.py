@@ -63,6 +63,7 @@ def apply_storage_options(config_options: dict[str, str] | None) -> None:
 
 # -- locations given on the command line or in a config -------------------------------------------
 
+
 def root_arg(value: str | os.PathLike, resolve: bool = False) -> Path | str:
     """A path argument as the pipeline takes it: a local ``Path`` (absolute with ``resolve``) or the
     normalized URL string. Malformed URLs raise ``LocationError`` here, before any work."""
@@ -131,14 +132,19 @@ def check_write(value: Path | str, what: str) -> None:
 
 # -- the Prefect API --------------------------------------------------------------------------------
 
+
 def _prefect_api_configured() -> bool:
     """Is a Prefect server configured (environment, profile, prefect.toml, .env)? Reads the files
     only when one could say so, so the common case costs no Prefect import."""
     if os.environ.get("PREFECT_API_URL"):
         return True
     home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
-    candidates = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path("prefect.toml"),
-                  Path(".env"), Path("pyproject.toml")]
+    candidates = [
+        Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")),
+        Path("prefect.toml"),
+        Path(".env"),
+        Path("pyproject.toml"),
+    ]
     markers = ("PREFECT_API_URL", "PREFECT_API_URL", "url", "tool.prefect")
     if not any(p.is_file() and marker in p.read_text(errors="replace") for p, marker in zip(candidates, markers)):
         return False
@@ -201,8 +207,12 @@ class PrefectApi:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
-        process = subprocess.Popen([sys.executable, "-c", _SERVER_PROCESS, str(port)], env=env,
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_PROCESS, str(port)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
         api = cls(f"http://127.0.0.1:{port}/api", process)
         atexit.register(api.stop)
         return api
@@ -237,11 +247,15 @@ class PrefectApi:
             except OSError:
                 pass
             if self.process.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect server exited with code {self.process.returncode} "
-                                   "before it answered; set PREFECT_API_URL to a running server or pass --no-prefect")
+                raise RuntimeError(
+                    f"the temporary Prefect server exited with code {self.process.returncode} "
+                    "before it answered; set PREFECT_API_URL to a running server or pass --no-prefect"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f} s "
-                                   "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+                raise RuntimeError(
+                    f"the temporary Prefect server did not answer within {timeout:.0f} s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -265,5 +279,7 @@ class PrefectApi:
 def require_weights(encoder: str, checkpoint: str | None, random_weights: bool, option: str = "--checkpoint") -> None:
     """Embeddings of random weights look like any others: ask for them explicitly."""
     if checkpoint is None and not random_weights:
-        raise ValueError(f"{encoder} needs {option} PATH, a local weights file (nothing is downloaded); "
-                         f"pass --random-weights to use a seeded random init instead (smoke tests only)")
+        raise ValueError(
+            f"{encoder} needs {option} PATH, a local weights file (nothing is downloaded); "
+            f"pass --random-weights to use a seeded random init instead (smoke tests only)"
+        )

@@ -31,8 +31,9 @@ def serve_build(config_path: str | Path, cron: str, name: str | None = None, tim
     )
 
 
-def serve_backfill(dataset: str, encoder: str, cron: str, checkpoint: str | None = None, name: str | None = None,
-                   timezone: str = "UTC") -> None:
+def serve_backfill(
+    dataset: str, encoder: str, cron: str, checkpoint: str | None = None, name: str | None = None, timezone: str = "UTC"
+) -> None:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
@@ -58,15 +59,21 @@ async def _overview(limit: int) -> dict:
         runs = await client.read_flow_runs(limit=limit, sort=FlowRunSort.START_TIME_DESC)
     return {
         "deployments": [
-            {"name": f"{flows.get(d.flow_id, '?')}/{d.name}",
-             "schedules": [getattr(s.schedule, "cron", None) or str(s.schedule) for s in (d.schedules or [])],
-             "parameters": d.parameters}
+            {
+                "name": f"{flows.get(d.flow_id, '?')}/{d.name}",
+                "schedules": [getattr(s.schedule, "cron", None) or str(s.schedule) for s in (d.schedules or [])],
+                "parameters": d.parameters,
+            }
             for d in deployments
         ],
         "runs": [
-            {"flow": flows.get(r.flow_id, "?"), "name": r.name, "state": r.state.name if r.state else None,
-             "start": r.start_time.isoformat() if r.start_time else None,
-             "seconds": round(r.total_run_time.total_seconds(), 1) if r.total_run_time else None}
+            {
+                "flow": flows.get(r.flow_id, "?"),
+                "name": r.name,
+                "state": r.state.name if r.state else None,
+                "start": r.start_time.isoformat() if r.start_time else None,
+                "seconds": round(r.total_run_time.total_seconds(), 1) if r.total_run_time else None,
+            }
             for r in runs
         ],
     }
@@ -80,6 +87,7 @@ def format_overview(overview: dict) -> str:
     lines = ["deployments:"]
     lines += [f"  {d['name']}  schedules={d['schedules']}" for d in overview["deployments"]] or ["  (none)"]
     lines.append("recent runs:")
-    lines += [f"  {r['flow']}/{r['name']}  {r['state']}  start={r['start']}  {r['seconds']} s"
-              for r in overview["runs"]] or ["  (none)"]
+    lines += [
+        f"  {r['flow']}/{r['name']}  {r['state']}  start={r['start']}  {r['seconds']} s" for r in overview["runs"]
+    ] or ["  (none)"]
     return "\n".join(lines)

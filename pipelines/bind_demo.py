@@ -101,9 +101,11 @@ def register_demo_clip(size: int = 112, name: str = CLIP_MODEL, context_length: 
     patches, and a 24-token text context (the captions are short; 77 would triple the text cost)."""
     from encoders.openclip import TINY_CONFIG, register_model_config
 
-    config = {**TINY_CONFIG,
-              "vision_cfg": {**TINY_CONFIG["vision_cfg"], "image_size": int(size), "patch_size": 16},
-              "text_cfg": {**TINY_CONFIG["text_cfg"], "context_length": int(context_length)}}
+    config = {
+        **TINY_CONFIG,
+        "vision_cfg": {**TINY_CONFIG["vision_cfg"], "image_size": int(size), "patch_size": 16},
+        "text_cfg": {**TINY_CONFIG["text_cfg"], "context_length": int(context_length)},
+    }
     register_model_config(name, config)
     return name
 
@@ -112,8 +114,13 @@ def register_demo_clip(size: int = 112, name: str = CLIP_MODEL, context_length: 
 # 1. image-caption pairs and the tiny CLIP
 
 
-_WHERE = ((0.2, "at the far left"), (0.4, "on the left"), (0.6, "in the middle"), (0.8, "on the right"),
-          (float("inf"), "at the far right"))
+_WHERE = (
+    (0.2, "at the far left"),
+    (0.4, "on the left"),
+    (0.6, "in the middle"),
+    (0.8, "on the right"),
+    (float("inf"), "at the far right"),
+)
 
 
 def _where(x: float, width: int) -> str:
@@ -132,26 +139,43 @@ def _caption(sample, t: float, rng: np.random.Generator) -> str:
         where = _where(float(sample.position(t)[0]), sample.width)
     if sample.kind == "ball":
         c = p["color"]
-        options = [f"a {c} ball bouncing on the ground", f"a bouncing {c} ball", f"a photo of a {c} ball",
-                   "a ball bouncing"]
+        options = [
+            f"a {c} ball bouncing on the ground",
+            f"a bouncing {c} ball",
+            f"a photo of a {c} ball",
+            "a ball bouncing",
+        ]
     elif sample.kind == "siren":
         c = "red" if bool(sample._siren_red(t)) else "blue"
-        options = [f"a siren light flashing {c}", f"a police car with a {c} siren light",
-                   "an emergency vehicle with a siren", "a photo of a car siren"]
+        options = [
+            f"a siren light flashing {c}",
+            f"a police car with a {c} siren light",
+            "an emergency vehicle with a siren",
+            "a photo of a car siren",
+        ]
     elif sample.kind == "bird":
         d = "left" if p["vx"] < 0 else "right"
-        options = [f"a bird flying to the {d}", "a black bird flapping its wings", "a bird in the sky",
-                   "a photo of a flying bird"]
+        options = [
+            f"a bird flying to the {d}",
+            "a black bird flapping its wings",
+            "a bird in the sky",
+            "a photo of a flying bird",
+        ]
     else:
         # the bob hangs at x + length * sin(angle): a positive angle swings it to the right
         side = "right" if float(sample.pendulum_angle(t)) > 0 else "left"
-        options = ["a pendulum clock", f"a clock with its pendulum swinging to the {side}",
-                   "a photo of a wall clock", "a clock ticking"]
+        options = [
+            "a pendulum clock",
+            f"a clock with its pendulum swinging to the {side}",
+            "a photo of a wall clock",
+            "a clock ticking",
+        ]
     return f"{options[int(rng.integers(len(options)))]} {where}"
 
 
-def caption_pairs(n_scenes: int, seed: int, frames_per_scene: int = 3, size: int = 224,
-                  duration_s: float = 2.0) -> tuple[np.ndarray, list[str], list[str]]:
+def caption_pairs(
+    n_scenes: int, seed: int, frames_per_scene: int = 3, size: int = 224, duration_s: float = 2.0
+) -> tuple[np.ndarray, list[str], list[str]]:
     """`(images [N,size,size,3] uint8, captions, classes)` from the AudioSet scene renderer.
 
     `seed` must differ from the image-audio data's, so the CLIP never sees those scenes."""
@@ -179,9 +203,19 @@ def _clip_normalize(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(normalize_rgb(np.ascontiguousarray(images_uint8.transpose(0, 3, 1, 2))))
 
 
-def train_tiny_clip(images: np.ndarray, captions: list[str], out_path: str | Path, *, seed: int = 0,
-                    epochs: int = 15, batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 0.1,
-                    model_name: str = CLIP_MODEL, progress: bool = False) -> dict[str, Any]:
+def train_tiny_clip(
+    images: np.ndarray,
+    captions: list[str],
+    out_path: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = 15,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    weight_decay: float = 0.1,
+    model_name: str = CLIP_MODEL,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Train an OpenCLIP model from random init on (image, caption) pairs with CLIP's symmetric
     contrastive loss (learnable logit scale), then save its weights as safetensors at `out_path`.
     Returns `{"checkpoint", "losses", "epoch_losses", "seconds"}`."""
@@ -230,8 +264,12 @@ def train_tiny_clip(images: np.ndarray, captions: list[str], out_path: str | Pat
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out_path))
     epoch_losses = [float(np.mean(losses[e * steps_per_epoch : (e + 1) * steps_per_epoch])) for e in range(epochs)]
-    return {"checkpoint": out_path, "losses": losses, "epoch_losses": epoch_losses,
-            "seconds": time.perf_counter() - started}
+    return {
+        "checkpoint": out_path,
+        "losses": losses,
+        "epoch_losses": epoch_losses,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,7 +279,9 @@ def train_tiny_clip(images: np.ndarray, captions: list[str], out_path: str | Pat
 def video_still(video: np.ndarray) -> np.ndarray:
     """Model-ready video `[clips*crops,3,F,S,S]` -> one image `[3,S,S]`: the first frame of the
     middle clip (the next stored frame if that one is flat, e.g. a sync flash)."""
-    frames = [video[c, :, f] for c in [video.shape[0] // 2] + list(range(video.shape[0])) for f in range(video.shape[2])]
+    frames = [
+        video[c, :, f] for c in [video.shape[0] // 2] + list(range(video.shape[0])) for f in range(video.shape[2])
+    ]
     for frame in frames:
         if float(frame.std()) > 1e-3:
             return np.ascontiguousarray(frame)
@@ -274,8 +314,9 @@ def all_frames_retrieval(dataset: Path, sample_ids: list[str], image_encoder, ga
 
     index = scan_index(dataset).filter(pl.col("sample_id").is_in(sample_ids)).select("sample_id", "shard", "row")
     pos = {sid: (shard, row) for sid, shard, row in index.collect().iter_rows()}
-    with ModalityInputs(dataset, "video", [pos[s][0] for s in sample_ids], [pos[s][1] for s in sample_ids],
-                        cache=False) as videos:
+    with ModalityInputs(
+        dataset, "video", [pos[s][0] for s in sample_ids], [pos[s][1] for s in sample_ids], cache=False
+    ) as videos:
         frames = [video_frames(videos[i]) for i in range(len(sample_ids))]
     targets = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)])
     queries = image_encoder.encode(np.concatenate(frames))
@@ -307,8 +348,15 @@ def split_ids(sample_ids: list[str], held_out_fraction: float, seed: int) -> tup
 # the whole demonstration
 
 
-def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None, *,
-                  config: DemoConfig | None = None, progress: bool = False, **overrides: Any) -> dict[str, Any]:
+def run_bind_demo(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_pairs: int | None = None,
+    *,
+    config: DemoConfig | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Run the demonstration under `out_dir` and return its figures (also written to
     `out_dir/report.json`):
 
@@ -324,8 +372,7 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
     from encoders import create_encoder
     from pipelines.build import build_dataset
     from pipelines.config import BuildConfig
-    from pipelines.evaluate import (embed_modality, evaluate_retrieval, evaluate_zero_shot, read_vectors,
-                                     sample_labels)
+    from pipelines.evaluate import embed_modality, evaluate_retrieval, evaluate_zero_shot, read_vectors, sample_labels
     from pipelines.sources import create_source
     from pipelines.synth import synthesize
     from pipelines.train import TrainConfig, load_binding_encoder, train_binding
@@ -353,21 +400,39 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
     images, captions, _ = caption_pairs(cfg.clip_scenes, clip_seed, cfg.clip_frames_per_scene, cfg.size)
     timed("clip_data", t0)
     t0 = time.perf_counter()
-    clip = train_tiny_clip(images, captions, out / "clip" / f"{CLIP_MODEL}.safetensors", seed=cfg.seed,
-                           epochs=cfg.clip_epochs, batch_size=cfg.clip_batch_size, lr=cfg.clip_lr, progress=progress)
+    clip = train_tiny_clip(
+        images,
+        captions,
+        out / "clip" / f"{CLIP_MODEL}.safetensors",
+        seed=cfg.seed,
+        epochs=cfg.clip_epochs,
+        batch_size=cfg.clip_batch_size,
+        lr=cfg.clip_lr,
+        progress=progress,
+    )
     del images
     # open_clip's config beside the weights: `bindset eval/search --checkpoint` registers it in a new process
     import open_clip
 
     (out / "clip" / f"{CLIP_MODEL}.json").write_text(
-        json.dumps(open_clip.get_model_config(CLIP_MODEL), indent=2) + "\n")
+        json.dumps(open_clip.get_model_config(CLIP_MODEL), indent=2) + "\n"
+    )
     timed("clip_train", t0)
 
     # 2. image-audio data through synth -> build -> image embedding store
     t0 = time.perf_counter()
     source = out / "source"
-    synthesize(source, "audioset", cfg.n_pairs, seed=cfg.seed, duration=cfg.duration_s, width=cfg.size,
-               height=cfg.size, fps=_FPS, sample_rate=cfg.audio_sample_rate)
+    synthesize(
+        source,
+        "audioset",
+        cfg.n_pairs,
+        seed=cfg.seed,
+        duration=cfg.duration_s,
+        width=cfg.size,
+        height=cfg.size,
+        fps=_FPS,
+        sample_rate=cfg.audio_sample_rate,
+    )
     timed("synth", t0)
     t0 = time.perf_counter()
     dataset = out / "dataset"
@@ -375,12 +440,15 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
     build_dataset([create_source("audioset", source)], dataset, build_cfg, progress=progress)
     timed("build", t0)
     t0 = time.perf_counter()
-    image_encoder = create_encoder(f"openclip:{CLIP_MODEL}", checkpoint=clip["checkpoint"], modality="image",
-                                   device="cpu")
-    text_encoder = create_encoder(f"openclip:{CLIP_MODEL}", checkpoint=clip["checkpoint"], modality="text",
-                                  device="cpu")
-    image_store = embed_modality(dataset, image_encoder, "video", column="image", transform=video_still,
-                                 progress=progress)
+    image_encoder = create_encoder(
+        f"openclip:{CLIP_MODEL}", checkpoint=clip["checkpoint"], modality="image", device="cpu"
+    )
+    text_encoder = create_encoder(
+        f"openclip:{CLIP_MODEL}", checkpoint=clip["checkpoint"], modality="text", device="cpu"
+    )
+    image_store = embed_modality(
+        dataset, image_encoder, "video", column="image", transform=video_still, progress=progress
+    )
     timed("embed_images", t0)
 
     labels = sample_labels(dataset, label_map=audioset_class)
@@ -388,15 +456,24 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
     # what `bindset eval --classes/--sample-ids` needs to redo the evaluation from the command line
     from pipelines.synth.audioset import CLASSES
 
-    (out / "classes.json").write_text(json.dumps({labels_[0][0]: CLASS_NAMES[kind]
-                                                  for kind, labels_ in CLASSES.items()}, indent=2) + "\n")
+    (out / "classes.json").write_text(
+        json.dumps({labels_[0][0]: CLASS_NAMES[kind] for kind, labels_ in CLASSES.items()}, indent=2) + "\n"
+    )
     (out / "held_out.txt").write_text("\n".join(held_ids) + "\n")
 
     # 3. bind audio to the frozen image vectors (image-audio pairs of the training split only)
     t0 = time.perf_counter()
-    bind_cfg = TrainConfig(model=cfg.bind_model, epochs=cfg.bind_epochs, batch_size=cfg.bind_batch_size,
-                           lr=cfg.bind_lr, seed=cfg.seed, clips=cfg.bind_clips, temperature=cfg.bind_temperature,
-                           device="cpu", progress=progress)
+    bind_cfg = TrainConfig(
+        model=cfg.bind_model,
+        epochs=cfg.bind_epochs,
+        batch_size=cfg.bind_batch_size,
+        lr=cfg.bind_lr,
+        seed=cfg.seed,
+        clips=cfg.bind_clips,
+        temperature=cfg.bind_temperature,
+        device="cpu",
+        progress=progress,
+    )
     bind = train_binding(dataset, "audio", image_store, out / "bind-audio", bind_cfg, sample_ids=train_ids)
     timed("bind_train", t0)
     t0 = time.perf_counter()
@@ -406,13 +483,29 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
 
     # 4. held-out evaluation
     t0 = time.perf_counter()
-    audio_text = evaluate_zero_shot(dataset, (audio_store, "audio"), text_encoder, CLASS_NAMES, labels=labels,
-                                    sample_ids=held_ids, templates=PROMPT_TEMPLATES)
-    image_text = evaluate_zero_shot(dataset, (image_store, "image"), text_encoder, CLASS_NAMES, labels=labels,
-                                    sample_ids=held_ids, templates=PROMPT_TEMPLATES)
+    audio_text = evaluate_zero_shot(
+        dataset,
+        (audio_store, "audio"),
+        text_encoder,
+        CLASS_NAMES,
+        labels=labels,
+        sample_ids=held_ids,
+        templates=PROMPT_TEMPLATES,
+    )
+    image_text = evaluate_zero_shot(
+        dataset,
+        (image_store, "image"),
+        text_encoder,
+        CLASS_NAMES,
+        labels=labels,
+        sample_ids=held_ids,
+        templates=PROMPT_TEMPLATES,
+    )
     image_audio = evaluate_retrieval(dataset, (image_store, "image"), (audio_store, "audio"), sample_ids=held_ids)
     audio_image = evaluate_retrieval(dataset, (audio_store, "audio"), (image_store, "image"), sample_ids=held_ids)
-    train_image_audio = evaluate_retrieval(dataset, (image_store, "image"), (audio_store, "audio"), sample_ids=train_ids)
+    train_image_audio = evaluate_retrieval(
+        dataset, (image_store, "image"), (audio_store, "audio"), sample_ids=train_ids
+    )
     held_audio_ids, held_audio = read_vectors(dataset, audio_store, "audio", held_ids)
     image_audio_frames = all_frames_retrieval(dataset, held_audio_ids, image_encoder, held_audio)
     ceiling = class_level_r1([labels[s] for s in held_audio_ids])
@@ -433,19 +526,25 @@ def run_bind_demo(out_dir: str | Path, seed: int = 0, n_pairs: int | None = None
         "class_level_r1": ceiling,
         "audio_to_image": audio_image.to_dict(),
         "image_to_audio_train": train_image_audio.to_dict(),
-        "clip": {"checkpoint": str(clip["checkpoint"]), "pairs": len(captions),
-                 "epoch_losses": clip["epoch_losses"]},
-        "bind": {"checkpoint": str(bind.checkpoint), "encoder_id": bind.encoder_id, "temperature": bind.temperature,
-                 "epoch_losses": bind.epoch_losses, "final_loss": bind.final_loss},
+        "clip": {"checkpoint": str(clip["checkpoint"]), "pairs": len(captions), "epoch_losses": clip["epoch_losses"]},
+        "bind": {
+            "checkpoint": str(bind.checkpoint),
+            "encoder_id": bind.encoder_id,
+            "temperature": bind.temperature,
+            "epoch_losses": bind.epoch_losses,
+            "final_loss": bind.final_loss,
+        },
         "stores": {"image": image_store, "audio": audio_store},
         "dataset": str(dataset),
         "timings_s": timings,
     }
-    report["summary"] = (audio_text.lines("audio -> text zero-shot (held-out)")
-                         + image_audio.lines("image -> audio retrieval (held-out)")
-                         + [f"  (a retrieval that knew only the class would score R@1 {ceiling:.1%})"]
-                         + image_audio_frames.lines("image -> audio retrieval, every stored frame as a query")
-                         + image_text.lines("image -> text zero-shot of the tiny CLIP (held-out)"))
+    report["summary"] = (
+        audio_text.lines("audio -> text zero-shot (held-out)")
+        + image_audio.lines("image -> audio retrieval (held-out)")
+        + [f"  (a retrieval that knew only the class would score R@1 {ceiling:.1%})"]
+        + image_audio_frames.lines("image -> audio retrieval, every stored frame as a query")
+        + image_text.lines("image -> text zero-shot of the tiny CLIP (held-out)")
+    )
     report["commands"] = demo_commands(out, report)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
@@ -466,6 +565,17 @@ def demo_commands(out: Path, report: dict[str, Any]) -> list[str]:
     ]
 
 
-__all__ = ["CLASS_NAMES", "DemoConfig", "PROMPT_TEMPLATES", "audioset_class", "caption_pairs", "run_bind_demo",
-           "class_level_r1", "register_demo_clip", "split_ids", "train_tiny_clip", "video_frames",
-           "video_still"]
+__all__ = [
+    "CLASS_NAMES",
+    "DemoConfig",
+    "PROMPT_TEMPLATES",
+    "audioset_class",
+    "caption_pairs",
+    "run_bind_demo",
+    "class_level_r1",
+    "register_demo_clip",
+    "split_ids",
+    "train_tiny_clip",
+    "video_frames",
+    "video_still",
+]

@@ -79,8 +79,10 @@ class BuildReport:
         ]
         if self.retried:
             recovered = sum(s.stored for s in self.summaries if s.shard_id in self.retry_shards)
-            out.append(f"retried {self.retried} transient rejects: {recovered} recovered, "
-                       f"{self.retried - recovered} still rejected")
+            out.append(
+                f"retried {self.retried} transient rejects: {recovered} recovered, "
+                f"{self.retried - recovered} still rejected"
+            )
         partial = sum(s.partial for s in self.summaries)
         if partial:
             out.append(f"partial samples kept (missing a partner of their layout): {partial}")
@@ -89,8 +91,9 @@ class BuildReport:
         return out
 
 
-def prepare_dataset(root: Location, manifest: Manifest, config: BuildConfig, sources: list[Source],
-                    overwrite: bool = False) -> tuple[list[ShardSpec], dict]:
+def prepare_dataset(
+    root: Location, manifest: Manifest, config: BuildConfig, sources: list[Source], overwrite: bool = False
+) -> tuple[list[ShardSpec], dict]:
     """Write (or check) manifest and catalog, and return the shard plan and the catalog.
 
     A rerun with the same config resumes. Sources that grew (every stored sample still present)
@@ -108,7 +111,9 @@ def prepare_dataset(root: Location, manifest: Manifest, config: BuildConfig, sou
         gone = stored.filter(~pl.col("sample_id").is_in(manifest.frame["sample_id"].implode()))
         if gone.height:
             first = gone.select(pl.coalesce(*[pl.col(c) for c in MODALITY_URI.values()]))[:3].to_series().to_list()
-            changed.append(f"{gone.height} stored samples are gone from the sources (e.g. {', '.join(map(str, first))})")
+            changed.append(
+                f"{gone.height} stored samples are gone from the sources (e.g. {', '.join(map(str, first))})"
+            )
         if changed and not overwrite:
             raise ConfigMismatch(
                 f"{root} was built with a different configuration: {'; '.join(changed)}. "
@@ -192,8 +197,13 @@ class BuildSession:
     ``build_dataset`` drives one with an executor; the Prefect flow drives the same session with one
     Prefect task per shard. Only the session (the driver) writes ``dataset.json``."""
 
-    def __init__(self, sources: list[Source], root: str | Path | Location, config: BuildConfig | None = None,
-                 overwrite: bool = False):
+    def __init__(
+        self,
+        sources: list[Source],
+        root: str | Path | Location,
+        config: BuildConfig | None = None,
+        overwrite: bool = False,
+    ):
         self.config = config or BuildConfig()
         self.root = as_location(root).resolve()
         self.started = time.perf_counter()
@@ -208,9 +218,13 @@ class BuildSession:
         except BaseException:
             self._lock.release()
             raise
-        self.report = BuildReport(self.root, len(self.plan), len(self.plan) - len(self.todo),
-                                  manifest_problems=manifest.problem_summary(),
-                                  manifest_rejects=len(manifest.problems))
+        self.report = BuildReport(
+            self.root,
+            len(self.plan),
+            len(self.plan) - len(self.todo),
+            manifest_problems=manifest.problem_summary(),
+            manifest_rejects=len(manifest.problems),
+        )
 
     def plan_retries(self) -> list[ShardSpec]:
         """New shards for the standing transient rejects (I/O errors, timeouts, store errors) of
@@ -218,19 +232,28 @@ class BuildSession:
         crash mid-retry resumes like any build."""
         from storage import scan_rejects
 
-        retry_ids = (scan_rejects(self.root).filter(pl.col("transient").fill_null(False)
-                                                   & pl.col("sample_id").is_not_null())
-                     .select("sample_id").unique().collect()["sample_id"])
+        retry_ids = (
+            scan_rejects(self.root)
+            .filter(pl.col("transient").fill_null(False) & pl.col("sample_id").is_not_null())
+            .select("sample_id")
+            .unique()
+            .collect()["sample_id"]
+        )
         if retry_ids.is_empty():
             return []
         manifest_file = self.root / fmt.MANIFEST_FILE
         manifest = pl.read_parquet(io.BytesIO(manifest_file.read_bytes()))
-        retry = assign_shards(manifest.filter(pl.col("sample_id").is_in(retry_ids.implode())),
-                              self.config.shard_size, next_shard_id(manifest, list(self.catalog["shards"])))
+        retry = assign_shards(
+            manifest.filter(pl.col("sample_id").is_in(retry_ids.implode())),
+            self.config.shard_size,
+            next_shard_id(manifest, list(self.catalog["shards"])),
+        )
         moved = dict(zip(retry["sample_id"].to_list(), retry[SHARD_COLUMN].to_list()))
         manifest = manifest.with_columns(
-            pl.col("sample_id").replace_strict(moved, default=pl.col(SHARD_COLUMN), return_dtype=pl.Int32)
-            .alias(SHARD_COLUMN))
+            pl.col("sample_id")
+            .replace_strict(moved, default=pl.col(SHARD_COLUMN), return_dtype=pl.Int32)
+            .alias(SHARD_COLUMN)
+        )
         data = _parquet_bytes(manifest)
         write_bytes_atomic(manifest_file, data)
         specs = plan_from_manifest(retry)
@@ -264,9 +287,15 @@ class BuildSession:
         self.close()
 
 
-def build_dataset(sources: list[Source], root: str | Path | Location, config: BuildConfig | None = None,
-                  executor=None, overwrite: bool = False, progress: bool = True,
-                  retry_rejects: bool = False) -> BuildReport:
+def build_dataset(
+    sources: list[Source],
+    root: str | Path | Location,
+    config: BuildConfig | None = None,
+    executor=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    retry_rejects: bool = False,
+) -> BuildReport:
     """Manifest -> plan -> shards (only the missing ones) -> catalog. Holds the dataset lock.
     ``retry_rejects``: then re-attempt the standing transient rejects as new shards."""
     from pipelines.executors import create_executor
@@ -303,5 +332,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _write_manifest_rejects(root: Location, manifest: Manifest) -> None:
-    write_bytes_atomic(fmt.rejects_path(root, fmt.MANIFEST_REJECTS_NAME),
-                       _parquet_bytes(reject_frame(problem_rejects(manifest))))
+    write_bytes_atomic(
+        fmt.rejects_path(root, fmt.MANIFEST_REJECTS_NAME), _parquet_bytes(reject_frame(problem_rejects(manifest)))
+    )

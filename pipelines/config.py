@@ -117,8 +117,15 @@ def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> 
 
 
 #: what a TOML/JSON value may be for a field annotated with each simple type
-_ACCEPTS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-                                         "tuple": (list, tuple), "list": (list, tuple), "dict": (dict,)}
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "tuple": (list, tuple),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
 
 
 def _check_value_type(key: str, annotation: Any, value: Any) -> None:

@@ -30,8 +30,15 @@ if TYPE_CHECKING:
     from pipelines.executors import Executor
 
 # Dataset modality -> the model-ready array the reader returns for it.
-INPUT_KEY = {"image": "image", "video": "video", "text": "text", "audio": "audio", "depth": "depth",
-             "thermal": "thermal", "imu": "imu"}
+INPUT_KEY = {
+    "image": "image",
+    "video": "video",
+    "text": "text",
+    "audio": "audio",
+    "depth": "depth",
+    "thermal": "thermal",
+    "imu": "imu",
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,17 @@ class EncoderSpec:
         unknown = [m for m in self.modalities if m not in INPUT_KEY]
         if unknown:
             raise ValueError(f"cannot embed modality {unknown}; choose from {sorted(INPUT_KEY)}")
-        return {m: create_encoder(self.name, checkpoint=self.checkpoint, modality=m, device=self.device,
-                                  precision=self.precision, **kwargs) for m in self.modalities}
+        return {
+            m: create_encoder(
+                self.name,
+                checkpoint=self.checkpoint,
+                modality=m,
+                device=self.device,
+                precision=self.precision,
+                **kwargs,
+            )
+            for m in self.modalities
+        }
 
 
 def store_id(encoders: dict[str, Any]) -> str:
@@ -105,12 +121,14 @@ def _overlapped(batches: Iterator[np.ndarray], device) -> Iterator[np.ndarray]:
 
 
 def _read_index(root: Location, shard_id: int) -> pl.DataFrame:
-    return pl.read_parquet(str(fmt.index_path(root, shard_id)), columns=["sample_id", "row", "modalities"],
-                           storage_options=polars_storage_options(root))
+    return pl.read_parquet(
+        str(fmt.index_path(root, shard_id)),
+        columns=["sample_id", "row", "modalities"],
+        storage_options=polars_storage_options(root),
+    )
 
 
-def embed_shard(root: str | Path | Location, shard_id: int, encoders: dict[str, Any],
-                encoder_id: str) -> EmbedSummary:
+def embed_shard(root: str | Path | Location, shard_id: int, encoders: dict[str, Any], encoder_id: str) -> EmbedSummary:
     started = time.perf_counter()
     root = as_location(root)
     index = _read_index(root, shard_id)
@@ -138,9 +156,15 @@ class _EmbedWorker:
     """One model per worker process: Ray actors of this class build the encoders once, then embed
     one shard of ``root`` after another."""
 
-    def __init__(self, spec: EncoderSpec, expected_id: str | None = None,
-                 known_hashes: dict[tuple[str, int, int], str] | None = None, *,
-                 root: Location | None = None, encoders: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        expected_id: str | None = None,
+        known_hashes: dict[tuple[str, int, int], str] | None = None,
+        *,
+        root: Location | None = None,
+        encoders: dict[str, Any] | None = None,
+    ):
         from encoders.base import remember_file_hashes
 
         self.root = root
@@ -159,8 +183,10 @@ class _EmbedWorker:
         if expected_id is not None and self.encoder_id != expected_id:
             # e.g. another node holds a different file at the checkpoint path: its vectors must not
             # land in (or beside) the store the driver planned for.
-            raise RuntimeError(f"this worker's encoder is {self.encoder_id}, the driver's is {expected_id}: "
-                               f"the checkpoint {spec.checkpoint} differs between nodes")
+            raise RuntimeError(
+                f"this worker's encoder is {self.encoder_id}, the driver's is {expected_id}: "
+                f"the checkpoint {spec.checkpoint} differs between nodes"
+            )
 
     def embed(self, shard_id: int) -> EmbedSummary:
         if self.root is None:
@@ -173,8 +199,14 @@ class _EmbedWorkerFactory:
     over the model the driver already loaded; pickled to a Ray actor it carries only the spec, the
     root (a path or URL + options) and the driver's checkpoint digests: models never travel."""
 
-    def __init__(self, spec: EncoderSpec, root: Location, expected_id: str,
-                 known_hashes: dict[tuple[str, int, int], str], prebuilt: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        root: Location,
+        expected_id: str,
+        known_hashes: dict[tuple[str, int, int], str],
+        prebuilt: dict[str, Any] | None = None,
+    ):
         self.spec = spec
         self.root = root
         self.expected_id = expected_id
@@ -200,12 +232,20 @@ class EmbedReport:
     def lines(self) -> list[str]:
         rows = sum(s.rows for s in self.embedded)
         rate = rows / self.seconds if self.seconds else 0.0
-        return [f"encoder {self.encoder_id}: {len(self.embedded)} shards embedded ({rows} samples, "
-                f"{rate:.1f} samples/s), {self.already_done} already in the store"]
+        return [
+            f"encoder {self.encoder_id}: {len(self.embedded)} shards embedded ({rows} samples, "
+            f"{rate:.1f} samples/s), {self.already_done} already in the store"
+        ]
 
 
-def embed_dataset(root: str | Path | Location, spec: EncoderSpec, executor: "Executor | str" = "local",
-                  ray_address: str | None = None, actors: int | None = None, progress: bool = True) -> EmbedReport:
+def embed_dataset(
+    root: str | Path | Location,
+    spec: EncoderSpec,
+    executor: "Executor | str" = "local",
+    ray_address: str | None = None,
+    actors: int | None = None,
+    progress: bool = True,
+) -> EmbedReport:
     """Embed every committed shard that lacks this encoder's store file.
 
     ``executor``: an ``Executor`` (the one a build used, say), or ``"local"`` / ``"ray"`` with
@@ -227,15 +267,17 @@ def embed_dataset(root: str | Path | Location, spec: EncoderSpec, executor: "Exe
     encoder_id = store_id(probe)
     first = next(iter(probe.values()))
     with DatasetLock(root, f"embed-{encoder_id}"):
-        write_encoder_info(root, encoder_id, {**first.metadata(), "modalities": list(spec.modalities),
-                                              "name": spec.name})
+        write_encoder_info(
+            root, encoder_id, {**first.metadata(), "modalities": list(spec.modalities), "name": spec.name}
+        )
         todo = missing_shard_ids(root, encoder_id)
         report = EmbedReport(encoder_id, [], len(committed_shard_ids(root)) - len(todo))
         if todo and not executor.in_process:
             executor.check_root_reachable(root)  # every node writes vectors to the root itself
         # In-process workers reuse the loaded model; remote ones load their own copy.
-        factory = _EmbedWorkerFactory(spec, root, encoder_id, known_file_hashes(),
-                                      prebuilt=probe if executor.in_process else None)
+        factory = _EmbedWorkerFactory(
+            spec, root, encoder_id, known_file_hashes(), prebuilt=probe if executor.in_process else None
+        )
         del probe, first
         with tqdm(total=len(todo), desc=f"embed {encoder_id}", unit="shard", disable=not progress or not todo) as bar:
             for _, summary in executor.map_on_workers(factory, "embed", todo, workers=actors):

@@ -53,15 +53,18 @@ class ZeroShotResult:
 
     def lines(self, what: str = "zero-shot") -> list[str]:
         per = ", ".join(f"{c} {a:.0%}" for c, a in self.per_class_accuracy.items())
-        return [f"{what}: accuracy {self.accuracy:.1%} on {self.n} samples (chance {self.chance:.1%}, "
-                f"majority class {self.majority:.1%}); per class: {per}"]
+        return [
+            f"{what}: accuracy {self.accuracy:.1%} on {self.n} samples (chance {self.chance:.1%}, "
+            f"majority class {self.majority:.1%}); per class: {per}"
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "predictions"}
 
 
-def zero_shot_from_vectors(embeddings: np.ndarray, labels: Sequence[str], class_vectors: np.ndarray,
-                           classes: Sequence[str]) -> ZeroShotResult:
+def zero_shot_from_vectors(
+    embeddings: np.ndarray, labels: Sequence[str], class_vectors: np.ndarray, classes: Sequence[str]
+) -> ZeroShotResult:
     """Classify `embeddings` [N,D] by cosine argmax over `class_vectors` [C,D] (row c = `classes[c]`)."""
     emb = l2_normalize(embeddings)
     cls = l2_normalize(class_vectors)
@@ -76,7 +79,7 @@ def zero_shot_from_vectors(embeddings: np.ndarray, labels: Sequence[str], class_
     if unknown:
         raise ValueError(f"labels {unknown} are not among the classes {classes}")
     pred_idx = np.argmax(emb @ cls.T, axis=1) if len(labels) else np.zeros(0, np.int64)
-    true_idx = np.array([classes.index(l) for l in labels], dtype=np.int64)
+    true_idx = np.array([classes.index(label) for label in labels], dtype=np.int64)
     confusion = np.zeros((len(classes), len(classes)), np.int64)
     np.add.at(confusion, (true_idx, pred_idx), 1)
     n = len(labels)
@@ -85,13 +88,17 @@ def zero_shot_from_vectors(embeddings: np.ndarray, labels: Sequence[str], class_
         accuracy=float((pred_idx == true_idx).mean()) if n else float("nan"),
         chance=1.0 / len(classes),
         majority=float(confusion.sum(axis=1).max() / n) if n else float("nan"),
-        n=n, classes=classes, per_class_accuracy=per_class, confusion=confusion.tolist(),
+        n=n,
+        classes=classes,
+        per_class_accuracy=per_class,
+        confusion=confusion.tolist(),
         predictions=[classes[i] for i in pred_idx],
     )
 
 
-def class_text_vectors(text_encoder, class_names: Sequence[str] | Mapping[str, str],
-                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+def class_text_vectors(
+    text_encoder, class_names: Sequence[str] | Mapping[str, str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> np.ndarray:
     """`[C,D]`: per class, the mean of its normalized prompt embeddings, renormalized (prompt
     ensembling). `class_names` is a list of names or a mapping class -> name put into the prompts."""
     names = list(class_names.values()) if isinstance(class_names, Mapping) else list(class_names)
@@ -100,9 +107,13 @@ def class_text_vectors(text_encoder, class_names: Sequence[str] | Mapping[str, s
     return l2_normalize(vectors.mean(axis=1))
 
 
-def zero_shot_classify(embeddings: np.ndarray, labels: Sequence[str], text_encoder,
-                       class_names: Sequence[str] | Mapping[str, str],
-                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotResult:
+def zero_shot_classify(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    text_encoder,
+    class_names: Sequence[str] | Mapping[str, str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> ZeroShotResult:
     """Zero-shot accuracy of `embeddings` against class prompts through the frozen `text_encoder`.
 
     `class_names`: the classes (labels use them), or a mapping label -> name used in the prompts
@@ -130,14 +141,19 @@ class RetrievalResult:
         return [f"{what}: {parts}; median rank {self.median_rank:g} of {self.gallery} ({self.n_queries} queries)"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recall": {f"R@{k}": v for k, v in self.recall.items()},
-                "chance": {f"R@{k}": v for k, v in self.chance.items()},
-                "n_queries": self.n_queries, "gallery": self.gallery,
-                "median_rank": self.median_rank, "mean_rank": self.mean_rank}
+        return {
+            "recall": {f"R@{k}": v for k, v in self.recall.items()},
+            "chance": {f"R@{k}": v for k, v in self.chance.items()},
+            "n_queries": self.n_queries,
+            "gallery": self.gallery,
+            "median_rank": self.median_rank,
+            "mean_rank": self.mean_rank,
+        }
 
 
-def ranks_of_targets(queries: np.ndarray, gallery: np.ndarray, targets: Sequence[int] | None = None,
-                     chunk: int = 4096) -> np.ndarray:
+def ranks_of_targets(
+    queries: np.ndarray, gallery: np.ndarray, targets: Sequence[int] | None = None, chunk: int = 4096
+) -> np.ndarray:
     """1-based rank of each query's true gallery item by cosine similarity (exact). Ties count
     against the query (an item scoring equal to the target ranks ahead of it), so constant
     embeddings never look good."""
@@ -158,8 +174,9 @@ def ranks_of_targets(queries: np.ndarray, gallery: np.ndarray, targets: Sequence
     return ranks
 
 
-def recall_at_k(queries: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1, 5, 10),
-                targets: Sequence[int] | None = None) -> RetrievalResult:
+def recall_at_k(
+    queries: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1, 5, 10), targets: Sequence[int] | None = None
+) -> RetrievalResult:
     """Recall@k of cross-modal retrieval: query i's true partner is gallery item `targets[i]`
     (default: i). Chance Recall@k = min(k, gallery) / gallery."""
     ranks = ranks_of_targets(queries, gallery, targets)
@@ -167,7 +184,8 @@ def recall_at_k(queries: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1
     return RetrievalResult(
         recall={int(k): float((ranks <= k).mean()) if len(ranks) else float("nan") for k in ks},
         chance={int(k): min(int(k), m) / m if m else float("nan") for k in ks},
-        n_queries=len(ranks), gallery=m,
+        n_queries=len(ranks),
+        gallery=m,
         median_rank=float(np.median(ranks)) if len(ranks) else float("nan"),
         mean_rank=float(ranks.mean()) if len(ranks) else float("nan"),
     )
@@ -177,16 +195,18 @@ def recall_at_k(queries: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1
 # Stores
 
 
-def read_vectors(dataset: str | Path, store_id: str, column: str,
-                 sample_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+def read_vectors(
+    dataset: str | Path, store_id: str, column: str, sample_ids: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
     """`(sample_ids, [N,D] float32)` of a store column (non-null rows, sorted by sample_id)."""
     from pipelines.train import read_store_vectors
 
     return read_store_vectors(dataset, store_id, column, sample_ids)
 
 
-def paired_vectors(dataset: str | Path, a: tuple[str, str], b: tuple[str, str],
-                   sample_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+def paired_vectors(
+    dataset: str | Path, a: tuple[str, str], b: tuple[str, str], sample_ids: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Vectors of two `(store id, column)` pairs for the samples present in both, aligned by sample_id."""
     ids_a, va = read_vectors(dataset, *a, sample_ids=sample_ids)
     ids_b, vb = read_vectors(dataset, *b, sample_ids=sample_ids)
@@ -198,8 +218,13 @@ def paired_vectors(dataset: str | Path, a: tuple[str, str], b: tuple[str, str],
     return common, va[ia] if len(common) else va[:0], vb[ib] if len(common) else vb[:0]
 
 
-def evaluate_retrieval(dataset: str | Path, query: tuple[str, str], gallery: tuple[str, str],
-                       sample_ids: Sequence[str] | None = None, ks: Sequence[int] = (1, 5, 10)) -> RetrievalResult:
+def evaluate_retrieval(
+    dataset: str | Path,
+    query: tuple[str, str],
+    gallery: tuple[str, str],
+    sample_ids: Sequence[str] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> RetrievalResult:
     """Recall@k from `query = (store id, column)` to `gallery = (store id, column)` over the samples
     embedded in both (optionally only `sample_ids`, e.g. a held-out split)."""
     ids, q, g = paired_vectors(dataset, query, gallery, sample_ids)
@@ -208,8 +233,11 @@ def evaluate_retrieval(dataset: str | Path, query: tuple[str, str], gallery: tup
     return recall_at_k(q, g, ks)
 
 
-def sample_labels(dataset: str | Path, sample_ids: Sequence[str] | None = None,
-                  label_map: Callable[[str], str | None] | Mapping[str, str] | None = None) -> dict[str, str]:
+def sample_labels(
+    dataset: str | Path,
+    sample_ids: Sequence[str] | None = None,
+    label_map: Callable[[str], str | None] | Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """sample_id -> class from the index's `label` column. `label_map` turns a stored label (e.g.
     AudioSet's "mid1,mid2") into a class name (a function, or a mapping of the first listed label);
     samples it maps to None are left out."""
@@ -231,10 +259,15 @@ def sample_labels(dataset: str | Path, sample_ids: Sequence[str] | None = None,
     return out
 
 
-def evaluate_zero_shot(dataset: str | Path, store: tuple[str, str], text_encoder,
-                       class_names: Sequence[str] | Mapping[str, str],
-                       labels: Mapping[str, str] | None = None, sample_ids: Sequence[str] | None = None,
-                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotResult:
+def evaluate_zero_shot(
+    dataset: str | Path,
+    store: tuple[str, str],
+    text_encoder,
+    class_names: Sequence[str] | Mapping[str, str],
+    labels: Mapping[str, str] | None = None,
+    sample_ids: Sequence[str] | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+) -> ZeroShotResult:
     """Zero-shot accuracy of the vectors in `store = (store id, column)` (e.g. bound audio) against
     class prompts through the frozen `text_encoder`. `labels`: sample_id -> class (default: the
     index's `label` column)."""
@@ -246,9 +279,17 @@ def evaluate_zero_shot(dataset: str | Path, store: tuple[str, str], text_encoder
     return zero_shot_classify(vectors, [labels[s] for s in ids], text_encoder, class_names, templates)
 
 
-def embed_modality(dataset: str | Path, encoder, input_key: str, *, column: str | None = None,
-                   store_id: str | None = None, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                   batch_size: int | None = None, progress: bool = False) -> str:
+def embed_modality(
+    dataset: str | Path,
+    encoder,
+    input_key: str,
+    *,
+    column: str | None = None,
+    store_id: str | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> str:
     """Embed one model-ready input of every committed sample that has it into a store.
 
     `input_key`: the stored modality read from the shards (audio, video, image, depth, thermal,
@@ -261,9 +302,8 @@ def embed_modality(dataset: str | Path, encoder, input_key: str, *, column: str 
     from pipelines.train import ModalityInputs
     from storage import format as fmt
     from storage.embeddings import commit_embeddings, embedded_shard_ids, write_encoder_info
-    from storage.shard import committed_shard_ids
-
     from storage.location import as_location, polars_storage_options
+    from storage.shard import committed_shard_ids
 
     root = as_location(dataset)
     store_id = store_id or encoder.model_id
@@ -273,8 +313,11 @@ def embed_modality(dataset: str | Path, encoder, input_key: str, *, column: str 
     todo = [s for s in committed_shard_ids(root) if s not in done]
     size = int(batch_size or getattr(encoder, "batch_size", 32))
     for shard in tqdm(todo, desc=f"embed {column}", unit="shard", disable=not progress):
-        index = pl.read_parquet(str(fmt.index_path(root, shard)),
-                                columns=["sample_id", "row", "modalities"], storage_options=polars_storage_options(root))
+        index = pl.read_parquet(
+            str(fmt.index_path(root, shard)),
+            columns=["sample_id", "row", "modalities"],
+            storage_options=polars_storage_options(root),
+        )
         has = [input_key in m for m in index["modalities"].to_list()]
         rows = [r for r, h in zip(index["row"].to_list(), has) if h]
         out = np.full((index.height, encoder.dim), np.nan, dtype=np.float32)

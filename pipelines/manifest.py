@@ -52,8 +52,11 @@ def _nothing_matched(source: Source) -> str:
                 matching.append(layout)
         except Exception:  # noqa: BLE001 - a layout whose files are absent simply does not match
             continue
-    hint = (f"; the tree matches layout {' and '.join(matching)} (--layout {matching[0]})" if matching
-            else "; no other layout matches it either")
+    hint = (
+        f"; the tree matches layout {' and '.join(matching)} (--layout {matching[0]})"
+        if matching
+        else "; no other layout matches it either"
+    )
     return f"layout {source.layout} found no samples in {source.root}: it looks for {source.looks_for}{hint}"
 
 
@@ -70,9 +73,7 @@ def build_manifest(sources: list[Source]) -> Manifest:
             raise NoSamplesFound(_nothing_matched(source))
         rows.extend(scanned.rows)
         problems.extend((source.name, p) for p in scanned.problems)
-    frame = pl.DataFrame(
-        {name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
-    )
+    frame = pl.DataFrame({name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
     # Sorted by source, then media file, then time: independent of filesystem listing order (so plans
     # agree across runs), and the samples of one long video (Ego4D narrations) land in the same shard,
     # where its decoded audio and parsed IMU are reused instead of re-read per sample.

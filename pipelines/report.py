@@ -105,7 +105,7 @@ def _spatial_row(subfig, stored: dict[str, np.ndarray], row: dict[str, Any]) -> 
             disparity = stored["depth/disparity"][0].astype(np.float32)
             valid = stored["depth/valid"][0].astype(bool)
             masked = np.ma.masked_where(~valid, disparity)
-            lo, hi = (np.percentile(disparity[valid], [1, 99]) if valid.any() else (0.0, 1.0))
+            lo, hi = np.percentile(disparity[valid], [1, 99]) if valid.any() else (0.0, 1.0)
             if kind == "depth":
                 im = ax.imshow(masked, cmap=depth_cmap, vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")
                 subfig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label("disparity (px)", fontsize=8)
@@ -154,8 +154,15 @@ def _audio_row(subfig, log_mel: np.ndarray, row: dict[str, Any]) -> None:
     for k, ax in enumerate(axes):
         t0 = row["audio_clip_t0"][k] if row.get("audio_clip_t0") else 0.0
         frames = mel.shape[2]
-        im = ax.imshow(mel[k], origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi,
-                       extent=(t0, t0 + frames * 0.01, 0, mel.shape[1]))
+        im = ax.imshow(
+            mel[k],
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=lo,
+            vmax=hi,
+            extent=(t0, t0 + frames * 0.01, 0, mel.shape[1]),
+        )
         ax.set_title(_times(row, "audio", k), fontsize=8)
         ax.set_xlabel("s", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -171,13 +178,16 @@ def _imu_row(subfig, values: np.ndarray, valid: np.ndarray, row: dict[str, Any])
     t1 = row.get("imu_t1")
     t = np.linspace(t0, t1, steps, endpoint=False) if t0 is not None and t1 is not None else np.arange(steps)
     axes = np.atleast_1d(subfig.subplots(1, 2))
-    for ax, (name, unit, sl) in zip(axes, (("accelerometer", "m/s²", slice(0, 3)), ("gyroscope", "rad/s", slice(3, 6)))):
+    for ax, (name, unit, sl) in zip(
+        axes, (("accelerometer", "m/s²", slice(0, 3)), ("gyroscope", "rad/s", slice(3, 6)))
+    ):
         for channel, axis_name in zip(values[sl], "xyz"):
             ax.plot(t, channel, linewidth=0.7, label=axis_name)
         invalid = ~valid.astype(bool)
         if invalid.any():
-            ax.fill_between(t, 0, 1, where=invalid, color="#bbbbbb", alpha=0.6, transform=ax.get_xaxis_transform(),
-                            label="no data")
+            ax.fill_between(
+                t, 0, 1, where=invalid, color="#bbbbbb", alpha=0.6, transform=ax.get_xaxis_transform(), label="no data"
+            )
         if row.get("anchor_s") is not None:
             ax.axvline(row["anchor_s"], color="k", linewidth=0.8, linestyle="--")
         ax.set_title(f"{name} ({unit})", fontsize=9)
@@ -234,7 +244,7 @@ def render_quality(index: pl.DataFrame, path: Path) -> list[str] | None:
         ax.set_xlabel(_QUALITY_LABELS.get(column, column), fontsize=8)
         ax.set_ylabel("samples", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(columns):]:
+    for ax in axes[len(columns) :]:
         ax.set_visible(False)
     fig.savefig(path, format="png")
     return columns
@@ -253,7 +263,9 @@ def count_tables(dataset: Location, index: pl.DataFrame) -> dict[str, pl.DataFra
     tables = {
         "samples by source and split": index.group_by("source", "split").len("samples").sort("source", "split"),
         "samples by modalities": index.with_columns(pl.col("modalities").list.join(" + ").alias("modalities"))
-        .group_by("modalities").len("samples").sort("samples", descending=True),
+        .group_by("modalities")
+        .len("samples")
+        .sort("samples", descending=True),
         "shards": pl.DataFrame({"shards": [index["shard"].n_unique()], "samples": [index.height]}),
     }
     rejects = storage.scan_rejects(dataset).collect()
@@ -276,8 +288,9 @@ code { background: #f4f4f4; padding: 0 3px; }
 """
 
 
-def write_report(dataset: str | Path | Location, out_dir: str | Path | Location, n: int = 8,
-                 seed: int = 0) -> Path | ObjectPath:
+def write_report(
+    dataset: str | Path | Location, out_dir: str | Path | Location, n: int = 8, seed: int = 0
+) -> Path | ObjectPath:
     """Write ``out_dir/index.html`` (+ PNGs) for ``dataset``; returns the HTML location."""
     dataset = as_location(dataset)
     catalog = load_catalog(dataset)
@@ -310,18 +323,22 @@ def _render(dataset: Location, catalog: dict, out: Path, n: int, seed: int) -> P
     index = storage.scan_index(dataset).collect()
     video_crops = int((catalog.get("config") or {}).get("video", {}).get("num_crops", 3))
 
-    parts = [f"<h1>bindset report: {html.escape(dataset.name)}</h1>",
-             f"<p>{index.height} samples in <code>{html.escape(str(dataset))}</code>; "
-             f"format version {html.escape(str(catalog.get('format_version')))}, "
-             f"config hash <code>{html.escape(str(catalog.get('config_hash')))}</code>.</p>",
-             "<h2>Counts</h2>"]
+    parts = [
+        f"<h1>bindset report: {html.escape(dataset.name)}</h1>",
+        f"<p>{index.height} samples in <code>{html.escape(str(dataset))}</code>; "
+        f"format version {html.escape(str(catalog.get('format_version')))}, "
+        f"config hash <code>{html.escape(str(catalog.get('config_hash')))}</code>.</p>",
+        "<h2>Counts</h2>",
+    ]
     for title, frame in count_tables(dataset, index).items():
         parts.append(_table(frame).replace("<table>", f"<table><caption>{html.escape(title)}</caption>", 1))
 
     parts.append("<h2>Quality figures</h2>")
     quality = render_quality(index, out / "quality.png")
     if quality:
-        parts.append(f'<p>Per-sample figures stored in the index: {", ".join(f"<code>{c}</code>" for c in quality)}.</p>')
+        parts.append(
+            f"<p>Per-sample figures stored in the index: {', '.join(f'<code>{c}</code>' for c in quality)}.</p>"
+        )
         parts.append('<img src="quality.png" alt="histograms of the quality columns">')
     else:
         (out / "quality.png").unlink(missing_ok=True)
@@ -338,21 +355,29 @@ def _render(dataset: Location, catalog: dict, out: Path, n: int, seed: int) -> P
             stored = readers[shard].read_stored(int(row["row"]))
             name = f"sample_{k:02d}.png"
             render_sample(stored, row, out / name, video_crops)
-            details = [f"<b>{html.escape(row['sample_id'])}</b>", html.escape(row["source"] or ""),
-                       f"split {html.escape(row['split'] or '')}", " + ".join(row["modalities"] or [])]
+            details = [
+                f"<b>{html.escape(row['sample_id'])}</b>",
+                html.escape(row["source"] or ""),
+                f"split {html.escape(row['split'] or '')}",
+                " + ".join(row["modalities"] or []),
+            ]
             if row.get("label"):
                 details.append(f"label {html.escape(row['label'])}")
             if row.get("caption"):
                 details.append(f"“{html.escape(row['caption'])}”")
-            parts.append(f'<figure><figcaption>{" · ".join(details)}</figcaption>'
-                         f'<img src="{name}" alt="sample {html.escape(row["sample_id"])}"></figure>')
+            parts.append(
+                f"<figure><figcaption>{' · '.join(details)}</figcaption>"
+                f'<img src="{name}" alt="sample {html.escape(row["sample_id"])}"></figure>'
+            )
     finally:
         for reader in readers.values():
             reader.close()
 
-    page = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>bindset report: {html.escape(dataset.name)}</title><style>{_CSS}</style></head>"
-            f"<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>bindset report: {html.escape(dataset.name)}</title><style>{_CSS}</style></head>"
+        f"<body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -14,15 +14,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipelines import faults
-from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.config import BuildConfig
+from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
 from preprocess.crops import CropBox, center_crop_box, check_same_aspect
 from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
 from preprocess.image import crop_rgb, decode_image_pil
 from preprocess.text import tokenize
 from preprocess.thermal import crop_thermal, decode_thermal
-
 
 _PREFETCH: contextvars.ContextVar["InputPrefetch | None"] = contextvars.ContextVar("bindset_prefetch", default=None)
 
@@ -33,9 +32,19 @@ def _fetch(row: dict[str, Any], uri_column: str) -> bytes:
 
 
 # errnos of failures that may pass on another attempt (a flaky disk, NFS or network)
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
-                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EINTR, errno.EBUSY,
-                     errno.ESTALE}
+_TRANSIENT_ERRNOS = {
+    errno.EIO,
+    errno.EAGAIN,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EINTR,
+    errno.EBUSY,
+    errno.ESTALE,
+}
 
 
 def is_transient(error: BaseException | str) -> bool:
@@ -116,7 +125,10 @@ def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[
     out.add(
         "image",
         {"pixels": pixels},
-        crop_y0=box.y0, crop_x0=box.x0, crop_y1=box.y1, crop_x1=box.x1,
+        crop_y0=box.y0,
+        crop_x0=box.x0,
+        crop_y1=box.y1,
+        crop_x1=box.x1,
         q_image_mean=float(pixels.mean() / 255.0),
     )
     return box, (rgb.height, rgb.width)
@@ -126,9 +138,7 @@ def _depth(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) ->
     data, rel = read_input(row, "uri_depth")
     depth_m = _stage("decode", rel, decode_depth_png, data, row.get("depth_encoding") or "sunrgbd")
     _stage("preprocess", rel, check_same_aspect, "depth", depth_m.shape[:2], rgb_hw)
-    disparity, valid = _stage(
-        "preprocess", rel, depth_to_disparity, depth_m, row["fx"], row["baseline_m"], cfg.depth
-    )
+    disparity, valid = _stage("preprocess", rel, depth_to_disparity, depth_m, row["fx"], row["baseline_m"], cfg.depth)
     disp_crop, valid_crop = _stage("preprocess", rel, crop_depth, disparity, valid, box, cfg.depth)
     fraction = float(valid_crop.mean())
     if fraction == 0.0:
@@ -165,7 +175,9 @@ def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
         if row.get(f"uri_{modality}"):
             if box is None:
                 # Unpaired depth/thermal: crop it on its own frame.
-                raise SampleError("preprocess", ValueError(f"{modality} without an RGB partner"), row[f"uri_{modality}"])
+                raise SampleError(
+                    "preprocess", ValueError(f"{modality} without an RGB partner"), row[f"uri_{modality}"]
+                )
             fn(row, cfg, box, rgb_hw, out)
     if row.get("caption") and row.get("layout") in ("image-text", "generic"):
         _text(row, cfg, out)
@@ -179,8 +191,13 @@ def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
     if missing and not cfg.keep_partial:
         rel = next((row[c] for c in ("uri_video", "uri_image", "uri_audio", "uri_imu") if row.get(c)), "")
         reason = "; ".join(_MISSING_REASON.get(m, f"no {m}") for m in missing)
-        raise SampleError("partner", MissingPartner(f"{reason} in {rel} (layout {row.get('layout')} pairs "
-                                                    f"{' and '.join(_partners(row.get('layout')))})"), rel)
+        raise SampleError(
+            "partner",
+            MissingPartner(
+                f"{reason} in {rel} (layout {row.get('layout')} pairs {' and '.join(_partners(row.get('layout')))})"
+            ),
+            rel,
+        )
     return out
 
 
@@ -188,9 +205,15 @@ class MissingPartner(ValueError):
     """A source item lacks a modality its layout pairs (a video without an audio stream...)."""
 
 
-_MISSING_REASON = {"audio": "no audio stream", "video": "no video stream", "imu": "no IMU data",
-                   "depth": "no depth map", "thermal": "no thermal image", "image": "no image",
-                   "text": "no caption"}
+_MISSING_REASON = {
+    "audio": "no audio stream",
+    "video": "no video stream",
+    "imu": "no IMU data",
+    "depth": "no depth map",
+    "thermal": "no thermal image",
+    "image": "no image",
+    "text": "no caption",
+}
 
 
 def _partners(layout: str | None) -> tuple[str, ...]:

@@ -104,9 +104,16 @@ def query_vector(queries: Sequence[Query], **options: Any) -> np.ndarray:
     return combine(vectors, [q.weight for q in queries])
 
 
-def search_store(dataset: "str | Path | Location", store_id: str, column: str, queries: Sequence[Query] | np.ndarray,
-                 k: int = 10, sample_ids: Sequence[str] | None = None, use_index: bool = True,
-                 **options: Any) -> list[Hit]:
+def search_store(
+    dataset: "str | Path | Location",
+    store_id: str,
+    column: str,
+    queries: Sequence[Query] | np.ndarray,
+    k: int = 10,
+    sample_ids: Sequence[str] | None = None,
+    use_index: bool = True,
+    **options: Any,
+) -> list[Hit]:
     """Top-k samples of `embeddings/<store_id>/` column `column` for one (combined) query, with
     their index fields. `queries` may also be a ready query vector. A fresh index of the column is
     used unless `use_index` is False or `sample_ids` restricts the search (module doc)."""
@@ -127,8 +134,10 @@ def search_store(dataset: "str | Path | Location", store_id: str, column: str, q
         idx, scores = search(q[None] if q.ndim == 1 else q, vectors, k)
         hits_ids = [ids[i] for i in idx[0]]
     fields = _index_fields(dataset, hits_ids)
-    return [Hit(rank + 1, sid, float(score), fields.get(sid, {}))
-            for rank, (sid, score) in enumerate(zip(hits_ids, scores[0]))]
+    return [
+        Hit(rank + 1, sid, float(score), fields.get(sid, {}))
+        for rank, (sid, score) in enumerate(zip(hits_ids, scores[0]))
+    ]
 
 
 def _index_fields(dataset: "str | Path | Location", sample_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -136,11 +145,24 @@ def _index_fields(dataset: "str | Path | Location", sample_ids: list[str]) -> di
 
     from storage import scan_index
 
-    wanted = ["sample_id", "source", "split", "label", "caption", "uri_image", "uri_video", "uri_audio",
-              "uri_depth", "uri_thermal", "uri_imu"]
+    wanted = [
+        "sample_id",
+        "source",
+        "split",
+        "label",
+        "caption",
+        "uri_image",
+        "uri_video",
+        "uri_audio",
+        "uri_depth",
+        "uri_thermal",
+        "uri_imu",
+    ]
     frame = scan_index(dataset).filter(pl.col("sample_id").is_in(sample_ids)).select(wanted).collect()
-    return {row["sample_id"]: {k: v for k, v in row.items() if k != "sample_id" and v is not None}
-            for row in frame.iter_rows(named=True)}
+    return {
+        row["sample_id"]: {k: v for k, v in row.items() if k != "sample_id" and v is not None}
+        for row in frame.iter_rows(named=True)
+    }
 
 
 def load_encoder(name_or_path: str | Path, modality: str, checkpoint: str | Path | None = None, **kw: Any):
@@ -159,5 +181,14 @@ def load_encoder(name_or_path: str | Path, modality: str, checkpoint: str | Path
     return create_encoder(str(name_or_path), checkpoint=checkpoint, modality=modality, **kw)
 
 
-__all__ = ["QUERY_MODALITIES", "Hit", "Query", "combine", "embed_query", "load_encoder", "query_vector",
-           "search", "search_store"]
+__all__ = [
+    "QUERY_MODALITIES",
+    "Hit",
+    "Query",
+    "combine",
+    "embed_query",
+    "load_encoder",
+    "query_vector",
+    "search",
+    "search_store",
+]

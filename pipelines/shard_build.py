@@ -24,8 +24,9 @@ class QualityFilterFailed(ValueError):
     """A sample decoded fine but fails a configured quality filter (counted like a reject)."""
 
 
-def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfig,
-                on_sample: Callable[[], None] | None = None) -> ShardSummary:
+def build_shard(
+    root: str | Path | Location, spec: ShardSpec, config: BuildConfig, on_sample: Callable[[], None] | None = None
+) -> ShardSummary:
     """Decode, preprocess and write one shard; bad samples become rejects, good ones are all kept.
     ``root`` is a local directory or a URL: the shard goes straight there from wherever this runs."""
     started = time.perf_counter()
@@ -43,8 +44,13 @@ def build_shard(root: str | Path | Location, spec: ShardSpec, config: BuildConfi
     return ShardSummary(**{**summary.to_dict(), "seconds": time.perf_counter() - started, "partial": partial})
 
 
-def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefetch: InputPrefetch | None,
-                on_sample: Callable[[], None] | None) -> int:
+def _build_rows(
+    writer: ShardWriter,
+    spec: ShardSpec,
+    config: BuildConfig,
+    prefetch: InputPrefetch | None,
+    on_sample: Callable[[], None] | None,
+) -> int:
     """Process and write every row; returns how many stored samples lack a partner (keep_partial)."""
     partial = 0
     for position, row in enumerate(spec.rows):
@@ -60,16 +66,32 @@ def _build_rows(writer: ShardWriter, spec: ShardSpec, config: BuildConfig, prefe
                 first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
                 writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
             else:
-                writer.write(sample.arrays,
-                             {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
+                writer.write(sample.arrays, {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
                 partial += bool(missing_partners(row.get("layout"), sample.modalities))
         if on_sample is not None:
             on_sample()
     return partial
 
 
-_COPIED = ("sample_id", "source", "layout", "split", "uri_image", "uri_depth", "uri_thermal", "uri_video",
-           "uri_audio", "uri_imu", "caption", "label", "sensor", "fx", "baseline_m", "fps", "anchor_s")
+_COPIED = (
+    "sample_id",
+    "source",
+    "layout",
+    "split",
+    "uri_image",
+    "uri_depth",
+    "uri_thermal",
+    "uri_video",
+    "uri_audio",
+    "uri_imu",
+    "caption",
+    "label",
+    "sensor",
+    "fx",
+    "baseline_m",
+    "fps",
+    "anchor_s",
+)
 
 
 def _index_fields(row: dict) -> dict:

@@ -16,15 +16,26 @@ def _fx_and_baseline(sensor: str, fx: float | None, intrinsics: Path | None, bas
         raise ValueError(f"unknown sensor {sensor!r}; choose one of {sorted(SENSOR_FX)} or pass --fx and --baseline")
     if intrinsics is not None:
         fx = float(read_intrinsics(Path(intrinsics).read_text())[0, 0])
-    return (fx if fx is not None else SENSOR_FX[sensor],
-            baseline if baseline is not None else SENSOR_BASELINE_M[sensor])
+    return (
+        fx if fx is not None else SENSOR_FX[sensor],
+        baseline if baseline is not None else SENSOR_BASELINE_M[sensor],
+    )
 
 
-def model_input_for_file(path: Path, modality: str, config: BuildConfig | None = None, *,
-                         depth_encoding: str = "sunrgbd", sensor: str = "kv1", fx: float | None = None,
-                         intrinsics: Path | None = None, baseline: float | None = None,
-                         rgb_size: tuple[int, int] | None = None, anchor_s: float | None = None,
-                         imu_preset: str = "imagebind") -> np.ndarray:
+def model_input_for_file(
+    path: Path,
+    modality: str,
+    config: BuildConfig | None = None,
+    *,
+    depth_encoding: str = "sunrgbd",
+    sensor: str = "kv1",
+    fx: float | None = None,
+    intrinsics: Path | None = None,
+    baseline: float | None = None,
+    rgb_size: tuple[int, int] | None = None,
+    anchor_s: float | None = None,
+    imu_preset: str = "imagebind",
+) -> np.ndarray:
     config = config or BuildConfig()
     path = Path(path)
     if not path.is_file():

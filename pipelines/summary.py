@@ -37,8 +37,13 @@ def _quality_rows(wide: pl.DataFrame) -> list[dict]:
     for column in QUALITY_COLUMNS:
         n = row.get(f"{column}:n") or 0
         if n:
-            out.append({"figure": column.removeprefix("q_"), "samples": n,
-                        **{k: round(float(row[f"{column}:{k}"]), 4) for k in ("mean", "p5", "p50", "p95")}})
+            out.append(
+                {
+                    "figure": column.removeprefix("q_"),
+                    "samples": n,
+                    **{k: round(float(row[f"{column}:{k}"]), 4) for k in ("mean", "p5", "p50", "p95")},
+                }
+            )
     return out
 
 
@@ -52,9 +57,13 @@ def dataset_summary(dataset: str | Path | Location) -> dict:
     queries = [
         index.select(pl.len().alias("samples")),
         index.group_by("source", "split").agg(pl.len().alias("samples")).sort("source", "split"),
-        index.select(pl.col("modalities").explode().alias("modality")).group_by("modality")
-        .agg(pl.len().alias("samples")).sort("modality"),
-        scan_rejects(root).group_by("stage", "error_type").agg(pl.len().alias("count"))
+        index.select(pl.col("modalities").explode().alias("modality"))
+        .group_by("modality")
+        .agg(pl.len().alias("samples"))
+        .sort("modality"),
+        scan_rejects(root)
+        .group_by("stage", "error_type")
+        .agg(pl.len().alias("count"))
         .sort(["count", "stage", "error_type"], descending=[True, False, False]),
         _quality_query(index),
         *[scan_embeddings(root, e).select(pl.len().alias("rows")) for e in encoders],
@@ -69,25 +78,39 @@ def dataset_summary(dataset: str | Path | Location) -> dict:
         "config_hash": catalog["config_hash"],
         "shards_committed": len(catalog["shards"]),
         "shards_planned": catalog["planned_shards"],
-        "shard_rows": {"min": min(shard_rows, default=0), "max": max(shard_rows, default=0),
-                       "mean": round(sum(shard_rows) / len(shard_rows), 1) if shard_rows else 0},
+        "shard_rows": {
+            "min": min(shard_rows, default=0),
+            "max": max(shard_rows, default=0),
+            "mean": round(sum(shard_rows) / len(shard_rows), 1) if shard_rows else 0,
+        },
         "bytes": sum(shard_bytes),
         "samples": samples,
         "by_source_split": by_source.to_dicts(),
         "by_modality": by_modality.to_dicts(),
         "rejects": rejects.to_dicts(),
         "quality": _quality_rows(quality),
-        "embeddings": [{"encoder_id": e, "samples": int(s.item()),
-                        "coverage": round(int(s.item()) / samples, 4) if samples else 0.0}
-                       for e, s in zip(encoders, stores)],
+        "embeddings": [
+            {
+                "encoder_id": e,
+                "samples": int(s.item()),
+                "coverage": round(int(s.item()) / samples, 4) if samples else 0.0,
+            }
+            for e, s in zip(encoders, stores)
+        ],
     }
 
 
 def _table(rows: list[dict], empty: str) -> str:
     if not rows:
         return f"  {empty}"
-    with pl.Config(tbl_hide_dataframe_shape=True, tbl_formatting="ASCII_MARKDOWN", tbl_hide_column_data_types=True,
-                   tbl_rows=100, tbl_cols=20, fmt_str_lengths=80):
+    with pl.Config(
+        tbl_hide_dataframe_shape=True,
+        tbl_formatting="ASCII_MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_rows=100,
+        tbl_cols=20,
+        fmt_str_lengths=80,
+    ):
         return str(pl.DataFrame(rows))
 
 

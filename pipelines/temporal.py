@@ -18,12 +18,12 @@ from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
-from storage.location import local_copy
 from preprocess.audio import log_mel_clips
 from preprocess.clips import clip_spans
 from preprocess.decode import NoAudioStream, decode_audio_on_video_clock, decode_video_frames, probe
 from preprocess.imu import imu_quality, imu_window, parse_ego4d_imu_csv
 from preprocess.video import video_frames_to_model_input
+from storage.location import local_copy
 
 SILENCE_RMS = 1e-3  # -60 dBFS per 10 ms frame
 
@@ -74,8 +74,11 @@ def _video(row, cfg: BuildConfig, out: ProcessedSample) -> float:
     duration = info.video.duration_s
     window = sample_window(row, duration)
     if window[1] <= window[0]:
-        raise SampleError("preprocess", ValueError(f"{rel}: window {row.get('t0')}..{row.get('t1')} s is outside "
-                                                   f"the {duration:.2f} s video"), rel)
+        raise SampleError(
+            "preprocess",
+            ValueError(f"{rel}: window {row.get('t0')}..{row.get('t1')} s is outside the {duration:.2f} s video"),
+            rel,
+        )
     vc = cfg.video
     spans = _spans_in(window, vc.clip_duration, vc.clips_per_video)
     clips = _stage("decode", rel, decode_video_frames, path, spans, vc.frames_per_clip, duration_s=duration)

@@ -314,8 +314,9 @@ class PairTable:
         return h.hexdigest()[:16]
 
 
-def read_store_vectors(dataset: str | Path, encoder_id: str, column: str,
-                       sample_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+def read_store_vectors(
+    dataset: str | Path, encoder_id: str, column: str, sample_ids: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
     """`(sample_ids, [N,D] float32)` of one store column, non-null rows only, sorted by sample_id."""
     from storage import scan_embeddings
 
@@ -332,9 +333,15 @@ def read_store_vectors(dataset: str | Path, encoder_id: str, column: str,
     return frame["sample_id"].to_list(), np.ascontiguousarray(frame[column].to_numpy(), dtype=np.float32)
 
 
-def load_pairs(dataset: str | Path, modality: str, target_encoder_id: str, column: str = "image",
-               split: str | None = None, sample_ids: Sequence[str] | None = None,
-               dedup: str | None = None) -> PairTable:
+def load_pairs(
+    dataset: str | Path,
+    modality: str,
+    target_encoder_id: str,
+    column: str = "image",
+    split: str | None = None,
+    sample_ids: Sequence[str] | None = None,
+    dedup: str | None = None,
+) -> PairTable:
     """Join the index rows holding `modality` with the store's target vectors by sample_id
     (without the duplicates dedup table `dedup` leaves out, when given)."""
     from storage import scan_index
@@ -350,12 +357,17 @@ def load_pairs(dataset: str | Path, modality: str, target_encoder_id: str, colum
         index = index.filter(pl.col("sample_id").is_in(list(sample_ids)))
     index = index.select("sample_id", "shard", "row").unique("sample_id", keep="first").sort("sample_id").collect()
     if index.height == 0:
-        raise ValueError(f"{dataset}: no stored sample has modality {modality!r}"
-                         + (f" in split {split!r}" if split else "") + (" among the given ids" if sample_ids is not None else ""))
+        raise ValueError(
+            f"{dataset}: no stored sample has modality {modality!r}"
+            + (f" in split {split!r}" if split else "")
+            + (" among the given ids" if sample_ids is not None else "")
+        )
     ids, vectors = read_store_vectors(dataset, target_encoder_id, column, index["sample_id"].to_list())
     if not ids:
-        raise ValueError(f"no target vectors: embeddings/{target_encoder_id}/ column {column!r} has none of "
-                         f"the {index.height} samples with {modality!r}; embed the dataset first")
+        raise ValueError(
+            f"no target vectors: embeddings/{target_encoder_id}/ column {column!r} has none of "
+            f"the {index.height} samples with {modality!r}; embed the dataset first"
+        )
     targets = pl.DataFrame({"sample_id": ids, "_i": np.arange(len(ids))})
     joined = index.join(targets, on="sample_id", how="left")
     have = joined.filter(pl.col("_i").is_not_null())
@@ -364,8 +376,13 @@ def load_pairs(dataset: str | Path, modality: str, target_encoder_id: str, colum
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     if not np.all(norms > 0):
         raise ValueError(f"embeddings/{target_encoder_id}/{column} holds zero vectors")
-    return PairTable(have["sample_id"].to_list(), have["shard"].to_numpy().astype(np.int64),
-                     have["row"].to_numpy().astype(np.int64), (vecs / norms).astype(np.float32), missing)
+    return PairTable(
+        have["sample_id"].to_list(),
+        have["shard"].to_numpy().astype(np.int64),
+        have["row"].to_numpy().astype(np.int64),
+        (vecs / norms).astype(np.float32),
+        missing,
+    )
 
 
 class ModalityInputs(torch.utils.data.Dataset):
@@ -374,8 +391,15 @@ class ModalityInputs(torch.utils.data.Dataset):
     them; a remote dataset's shards through the verified local shard cache) and normalized by
     `DatasetReader.model_ready` with the dataset's own config. Optionally cached in RAM."""
 
-    def __init__(self, dataset: str | Path, modality: str, shards: Sequence[int], rows: Sequence[int],
-                 cache: bool | None = None, cache_limit_mb: int = 2048) -> None:
+    def __init__(
+        self,
+        dataset: str | Path,
+        modality: str,
+        shards: Sequence[int],
+        rows: Sequence[int],
+        cache: bool | None = None,
+        cache_limit_mb: int = 2048,
+    ) -> None:
         from storage.reader import DatasetReader
 
         if modality not in _STORED_KEYS:
@@ -460,14 +484,23 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
-def _save_state(path: Path, optimizer: torch.optim.Optimizer, scaler_state: dict, device: torch.device,
-                epoch: int, step: int) -> None:
+def _save_state(
+    path: Path, optimizer: torch.optim.Optimizer, scaler_state: dict, device: torch.device, epoch: int, step: int
+) -> None:
     from storage.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
     # Plain containers of tensors and numbers only, so torch.load(weights_only=True) reads it back.
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(device), "scaler": scaler_state,
-                "epoch": int(epoch), "step": int(step)}, buf)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_state(device),
+            "scaler": scaler_state,
+            "epoch": int(epoch),
+            "step": int(step),
+        },
+        buf,
+    )
     write_bytes_atomic(path, buf.getvalue())
 
 
@@ -588,8 +621,14 @@ def train_binding(
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 pairs to train, found {len(pairs)}")
     if pairs.missing:
-        log.warning("%d samples with %s have no %s vector in %s and are left out (e.g. %s)",
-                    len(pairs.missing), modality, config.target_column, target_encoder_id, pairs.missing[:3])
+        log.warning(
+            "%d samples with %s have no %s vector in %s and are left out (e.g. %s)",
+            len(pairs.missing),
+            modality,
+            config.target_column,
+            target_encoder_id,
+            pairs.missing[:3],
+        )
     temperature = float(config.temperature or DEFAULT_TEMPERATURE[modality])
     ib_config = config.imagebind_config()
     target_dim = int(pairs.targets.shape[1])
@@ -599,8 +638,13 @@ def train_binding(
     steps_per_epoch = max(n // batch, 1)
     total_steps = steps_per_epoch * config.epochs
     warmup = int(round(config.warmup_fraction * total_steps))
-    fingerprint = {"modality": modality, "target_encoder_id": target_encoder_id, "pairs": pairs.digest(),
-                   "n": n, "config": config.run_fingerprint()}
+    fingerprint = {
+        "modality": modality,
+        "target_encoder_id": target_encoder_id,
+        "pairs": pairs.digest(),
+        "n": n,
+        "config": config.run_fingerprint(),
+    }
     fingerprint_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     state = read_state(out)
@@ -610,15 +654,29 @@ def train_binding(
         if state.get("fingerprint") != fingerprint_hash:
             raise ResumeMismatch(
                 f"{out} holds a run with other data, target or settings (fingerprint {state.get('fingerprint')} "
-                f"vs {fingerprint_hash}); use another out_dir, or delete it to start over")
+                f"vs {fingerprint_hash}); use another out_dir, or delete it to start over"
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    (out / "run.json").write_text(json.dumps(
-        {"fingerprint": fingerprint_hash, **{k: v for k, v in fingerprint.items() if k != "config"},
-         "config": config.to_dict(), "temperature": temperature, "steps_per_epoch": steps_per_epoch,
-         "total_steps": total_steps, "warmup_steps": warmup, "dataset": str(dataset.resolve())},
-        indent=2, sort_keys=True, default=str) + "\n")
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "fingerprint": fingerprint_hash,
+                **{k: v for k, v in fingerprint.items() if k != "config"},
+                "config": config.to_dict(),
+                "temperature": temperature,
+                "steps_per_epoch": steps_per_epoch,
+                "total_steps": total_steps,
+                "warmup_steps": warmup,
+                "dataset": str(dataset.resolve()),
+            },
+            indent=2,
+            sort_keys=True,
+            default=str,
+        )
+        + "\n"
+    )
 
     inputs = ModalityInputs(dataset, modality, pairs.shards, pairs.rows, config.cache, config.cache_limit_mb)
     targets = torch.from_numpy(pairs.targets)
@@ -626,8 +684,11 @@ def train_binding(
     start_epoch, step, resumed_from = 0, 0, None
     checkpoints: list[Path] = []
     rng_devices = [device] if device.type == "cuda" else []
-    with contextlib.closing(inputs), deterministic_mode(config.deterministic), \
-            torch.random.fork_rng(devices=rng_devices):
+    with (
+        contextlib.closing(inputs),
+        deterministic_mode(config.deterministic),
+        torch.random.fork_rng(devices=rng_devices),
+    ):
         torch.manual_seed(_mix(config.seed, 0x7A11))
         model = BindingModel(ib_config, modality, target_dim, seed=config.seed)
         if config.init_checkpoint:
@@ -656,8 +717,13 @@ def train_binding(
         from tqdm.auto import tqdm
 
         end_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, start_epoch + stop_after_epochs)
-        bar = tqdm(total=total_steps, initial=step, desc=f"bind {modality}", unit="step",
-                   disable=not config.progress or start_epoch >= end_epoch)
+        bar = tqdm(
+            total=total_steps,
+            initial=step,
+            desc=f"bind {modality}",
+            unit="step",
+            disable=not config.progress or start_epoch >= end_epoch,
+        )
         model.train()
         with bar:
             for epoch in range(start_epoch, end_epoch):
@@ -692,21 +758,42 @@ def train_binding(
                 # checkpoint: weights, then optimizer/RNG, then losses, then state.json (the commit point)
                 name = f"epoch-{epoch + 1:04d}"
                 weights = out / CHECKPOINT_DIR / f"{name}.safetensors"
-                _save_weights(weights, model, {"target_encoder_id": target_encoder_id, "temperature": temperature,
-                                               "epoch": epoch + 1, "target_column": config.target_column})
-                _save_state(out / CHECKPOINT_DIR / f"{name}.state.pt", optimizer, scaler.state_dict(), device,
-                            epoch + 1, step)
+                _save_weights(
+                    weights,
+                    model,
+                    {
+                        "target_encoder_id": target_encoder_id,
+                        "temperature": temperature,
+                        "epoch": epoch + 1,
+                        "target_column": config.target_column,
+                    },
+                )
+                _save_state(
+                    out / CHECKPOINT_DIR / f"{name}.state.pt", optimizer, scaler.state_dict(), device, epoch + 1, step
+                )
                 _write_losses(out / LOSSES_FILE, records)
                 checkpoints = [c for c in checkpoints if c != weights] + [weights]
                 dropped = []
                 if config.keep_checkpoints is not None and len(checkpoints) > config.keep_checkpoints:
-                    dropped, checkpoints = checkpoints[: -config.keep_checkpoints], checkpoints[-config.keep_checkpoints :]
-                _write_state(out, {"fingerprint": fingerprint_hash, "epoch": epoch + 1, "step": step,
-                                   "epochs": config.epochs, "finished": epoch + 1 == config.epochs,
-                                   "checkpoint": _rel(weights, out),
-                                   "state": _rel(out / CHECKPOINT_DIR / f"{name}.state.pt", out),
-                                   "checkpoints": [_rel(c, out) for c in checkpoints],
-                                   "modality": modality, "target_encoder_id": target_encoder_id})
+                    dropped, checkpoints = (
+                        checkpoints[: -config.keep_checkpoints],
+                        checkpoints[-config.keep_checkpoints :],
+                    )
+                _write_state(
+                    out,
+                    {
+                        "fingerprint": fingerprint_hash,
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "epochs": config.epochs,
+                        "finished": epoch + 1 == config.epochs,
+                        "checkpoint": _rel(weights, out),
+                        "state": _rel(out / CHECKPOINT_DIR / f"{name}.state.pt", out),
+                        "checkpoints": [_rel(c, out) for c in checkpoints],
+                        "modality": modality,
+                        "target_encoder_id": target_encoder_id,
+                    },
+                )
                 for old in dropped:  # only once the newer state is committed
                     old.unlink(missing_ok=True)
                     old.with_name(old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
@@ -721,13 +808,25 @@ def train_binding(
     epoch_losses = [float(np.mean([r[3] for r in records if r[0] == e])) for e in range(1, epochs_done + 1)]
     fp = sha256_file(final)[:12]
     return TrainResult(
-        out_dir=out, modality=modality, target_encoder_id=target_encoder_id, target_dim=target_dim,
+        out_dir=out,
+        modality=modality,
+        target_encoder_id=target_encoder_id,
+        target_dim=target_dim,
         temperature=temperature,
         encoder_id=make_encoder_id("bindset", f"imagebind-{ib_config.name}", modality, fp, DEFAULT_PREPROCESS_VERSION),
-        checkpoint=final, checkpoints=[out / c for c in final_state["checkpoints"]], epochs=epochs_done,
-        steps=int(final_state["step"]), final_loss=epoch_losses[-1], losses=[r[3] for r in records],
-        epoch_losses=epoch_losses, n_samples=n, missing_targets=len(pairs.missing), resumed_from_epoch=resumed_from,
-        device=str(device), seconds=time.perf_counter() - started, finished=bool(final_state["finished"]),
+        checkpoint=final,
+        checkpoints=[out / c for c in final_state["checkpoints"]],
+        epochs=epochs_done,
+        steps=int(final_state["step"]),
+        final_loss=epoch_losses[-1],
+        losses=[r[3] for r in records],
+        epoch_losses=epoch_losses,
+        n_samples=n,
+        missing_targets=len(pairs.missing),
+        resumed_from_epoch=resumed_from,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+        finished=bool(final_state["finished"]),
     )
 
 
@@ -754,9 +853,14 @@ class BindingEncoder(Encoder):
 
     family = "bindset"
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device | None = None,
-                 precision: str | torch.dtype | None = None, batch_size: int | None = None,
-                 preprocess_version: str = DEFAULT_PREPROCESS_VERSION) -> None:
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        device: str | torch.device | None = None,
+        precision: str | torch.dtype | None = None,
+        batch_size: int | None = None,
+        preprocess_version: str = DEFAULT_PREPROCESS_VERSION,
+    ) -> None:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -787,13 +891,21 @@ class BindingEncoder(Encoder):
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
-        meta.update(family="bindset", target_encoder_id=self.target_encoder_id,
-                    checkpoint_sha256_12=self.fingerprint, epoch=self.info.get("epoch"))
+        meta.update(
+            family="bindset",
+            target_encoder_id=self.target_encoder_id,
+            checkpoint_sha256_12=self.fingerprint,
+            epoch=self.info.get("epoch"),
+        )
         return meta
 
 
-def load_binding_encoder(checkpoint: str | os.PathLike, device: str | torch.device | None = None,
-                         precision: str | torch.dtype | None = None, batch_size: int | None = None) -> BindingEncoder:
+def load_binding_encoder(
+    checkpoint: str | os.PathLike,
+    device: str | torch.device | None = None,
+    precision: str | torch.dtype | None = None,
+    batch_size: int | None = None,
+) -> BindingEncoder:
     """A trained binding from a run directory (its last checkpoint) or a `.safetensors` file."""
     return BindingEncoder(checkpoint, device=device, precision=precision, batch_size=batch_size)
 

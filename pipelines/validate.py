@@ -18,8 +18,15 @@ import polars as pl
 from storage import format as fmt
 from storage.atomic import sha256_file
 from storage.catalog import load_catalog
-from storage.location import (Location, ObjectPath, as_location, list_files, local_file, polars_storage_options,
-                              sha256_of)
+from storage.location import (
+    Location,
+    ObjectPath,
+    as_location,
+    list_files,
+    local_file,
+    polars_storage_options,
+    sha256_of,
+)
 from storage.shard import CorruptSampleError, ShardReader
 
 
@@ -45,17 +52,24 @@ class ValidationReport:
         return not (self.missing or self.corrupt)
 
     def lines(self) -> list[str]:
-        out = [f"dataset {self.root}: {self.checked} shards checked, "
-               f"{len(self.missing)} missing, {len(self.corrupt)} corrupt, {len(self.uncommitted)} not built yet, "
-               f"{len(self.orphans)} uncommitted objects"]
+        out = [
+            f"dataset {self.root}: {self.checked} shards checked, "
+            f"{len(self.missing)} missing, {len(self.corrupt)} corrupt, {len(self.uncommitted)} not built yet, "
+            f"{len(self.orphans)} uncommitted objects"
+        ]
         out += [f"  missing {m}" for m in self.missing]
         out += [f"  corrupt {c}" for c in self.corrupt]
-        out += [f"  corrupt sample: shard {fmt.shard_name(e.shard)} row {e.row} (sample {e.sample_id or 'unknown'}) "
-                f"{e.key}: {e.reason}" for e in self.corrupt_samples]
+        out += [
+            f"  corrupt sample: shard {fmt.shard_name(e.shard)} row {e.row} (sample {e.sample_id or 'unknown'}) "
+            f"{e.key}: {e.reason}"
+            for e in self.corrupt_samples
+        ]
         if self.unchecked:
-            out.append(f"  warning: {len(self.unchecked)} shard(s) have no per-chunk checksums (format 1; a corrupt "
-                       f"chunk there reads as data until the sha256 check; rebuild to add them): "
-                       f"{', '.join(self.unchecked)}")
+            out.append(
+                f"  warning: {len(self.unchecked)} shard(s) have no per-chunk checksums (format 1; a corrupt "
+                f"chunk there reads as data until the sha256 check; rebuild to add them): "
+                f"{', '.join(self.unchecked)}"
+            )
         out += [f"  uncommitted {o}" for o in self.orphans]
         return out
 
@@ -71,7 +85,9 @@ def _listing(directory: Location) -> dict[str, int]:
 
 
 def _rows(index_file: Location, root: Location) -> int:
-    return pl.scan_parquet(str(index_file), storage_options=polars_storage_options(root)).select(pl.len()).collect().item()
+    return (
+        pl.scan_parquet(str(index_file), storage_options=polars_storage_options(root)).select(pl.len()).collect().item()
+    )
 
 
 def validate_dataset(root: str | Path | Location) -> ValidationReport:
@@ -132,8 +148,9 @@ def _check_shard(root: Location, name: str, entry: dict, report: ValidationRepor
     return sha_ok and not bad
 
 
-def _orphans(root: Location, built: set[str], shards: dict[str, int], indexes: dict[str, int],
-             rejects: dict[str, int]) -> list[str]:
+def _orphans(
+    root: Location, built: set[str], shards: dict[str, int], indexes: dict[str, int], rejects: dict[str, int]
+) -> list[str]:
     out = []
     for name in sorted(indexes):
         stem = name.removesuffix(".parquet")
@@ -147,8 +164,11 @@ def _orphans(root: Location, built: set[str], shards: dict[str, int], indexes: d
             if stem not in built and f"{stem}.parquet" not in indexes:
                 out.append(f"{folder}/{name}: no index commits it (an unfinished attempt; the next build replaces it)")
     tmp = root / fmt.TMP_DIR
-    leftovers = list(tmp.iter_objects()) if isinstance(tmp, ObjectPath) else (
-        [p for p in Path(tmp).rglob("*") if p.is_file()] if Path(tmp).is_dir() else [])
+    leftovers = (
+        list(tmp.iter_objects())
+        if isinstance(tmp, ObjectPath)
+        else ([p for p in Path(tmp).rglob("*") if p.is_file()] if Path(tmp).is_dir() else [])
+    )
     if leftovers:
         out.append(f"{fmt.TMP_DIR}/: {len(leftovers)} temporary objects of unfinished attempts")
     return out

@@ -273,7 +273,9 @@ def log_mel_clips_from_file(
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def audio_model_input(path: str | Path, cfg: AudioConfig = AudioConfig()) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def audio_model_input(
+    path: str | Path, cfg: AudioConfig = AudioConfig()
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Decode ``path`` with PyAV and return ``([clips,1,128,204] float32, spans)``."""
     mel, spans = log_mel_clips_from_file(path, cfg)
     return normalize_log_mel(mel, cfg), spans

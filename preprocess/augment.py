@@ -109,8 +109,16 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """Every augmentation disabled (the identity, also in training mode)."""
-        return cls(crop=False, flip_prob=0.0, brightness=0.0, contrast=0.0, saturation=0.0,
-                   erase_prob=0.0, freq_mask_bins=0, time_mask_frames=0)
+        return cls(
+            crop=False,
+            flip_prob=0.0,
+            brightness=0.0,
+            contrast=0.0,
+            saturation=0.0,
+            erase_prob=0.0,
+            freq_mask_bins=0,
+            time_mask_frames=0,
+        )
 
 
 @dataclass(frozen=True)
@@ -187,8 +195,9 @@ def _bands(rng: np.random.Generator, clips: int, count: int, max_width: int, ext
     return tuple(out)
 
 
-def draw_params(stored: Mapping[str, np.ndarray], cfg: AugmentConfig | None, rng: np.random.Generator,
-                train: bool = True) -> AugmentParams:
+def draw_params(
+    stored: Mapping[str, np.ndarray], cfg: AugmentConfig | None, rng: np.random.Generator, train: bool = True
+) -> AugmentParams:
     """All random choices for one sample, from the shapes of its stored arrays. In evaluation mode
     (``train=False``) or without a config: the identity, and ``rng`` is not touched."""
     if not train or cfg is None:
@@ -228,8 +237,9 @@ def draw_params(stored: Mapping[str, np.ndarray], cfg: AugmentConfig | None, rng
             freq_masks = _bands(rng, clips, cfg.freq_masks, cfg.freq_mask_bins, mels)
         if cfg.time_mask_frames > 0 and cfg.time_masks > 0:
             time_masks = _bands(rng, clips, cfg.time_masks, cfg.time_mask_frames, frames)
-    return AugmentParams(box=box, size=size, jitter=tuple(jitter), erase=erase,
-                         freq_masks=freq_masks, time_masks=time_masks)
+    return AugmentParams(
+        box=box, size=size, jitter=tuple(jitter), erase=erase, freq_masks=freq_masks, time_masks=time_masks
+    )
 
 
 # -- kernels: deterministic, new arrays out -------------------------------------------------------
@@ -324,9 +334,13 @@ def augment_model_ready(ready: Mapping[str, np.ndarray], params: AugmentParams) 
     return out
 
 
-def augment(stored: Mapping[str, np.ndarray], cfg: AugmentConfig | None, rng: np.random.Generator,
-            normalize: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], train: bool = True
-            ) -> dict[str, np.ndarray]:
+def augment(
+    stored: Mapping[str, np.ndarray],
+    cfg: AugmentConfig | None,
+    rng: np.random.Generator,
+    normalize: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    train: bool = True,
+) -> dict[str, np.ndarray]:
     """Stored arrays -> augmented model-ready arrays in one call: draw, augment the stored arrays,
     ``normalize`` them (e.g. ``DatasetReader.model_ready``), augment the normalized ones. In
     evaluation mode this is exactly ``normalize(stored)``."""

@@ -79,10 +79,14 @@ def center_crop_box(height: int, width: int, size: int = 224) -> CropBox:
     return CropBox(top / rh, left / rw, (top + size) / rh, (left + size) / rw)
 
 
-def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                            flip_prob: float = 0.5) -> CropBox:
+def random_resized_crop_box(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_prob: float = 0.5,
+) -> CropBox:
     """A training box with torchvision ``RandomResizedCrop`` semantics, drawn from ``rng``:
     area fraction uniform in ``scale``, aspect ratio (w/h) log-uniform in ``ratio``, integer pixel
     box of the ``height x width`` frame; after 10 misses, a centred box of the frame's aspect
@@ -160,10 +164,18 @@ def _resize(array: np.ndarray, full_h: int, full_w: int, resample: str) -> np.nd
     if array.dtype == np.uint8:
         # Other channel counts one plane at a time: PIL would treat 4 channels as RGBA and
         # premultiply by the 4th, changing the others.
-        return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c])).resize(
-            (full_w, full_h), _RESAMPLE[resample])) for c in range(planes.shape[2])], axis=-1)
-    out = np.stack([_resize_channel_float(planes[..., c], full_h, full_w, resample)
-                    for c in range(planes.shape[2])], axis=-1)
+        return np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(np.ascontiguousarray(planes[..., c])).resize((full_w, full_h), _RESAMPLE[resample])
+                )
+                for c in range(planes.shape[2])
+            ],
+            axis=-1,
+        )
+    out = np.stack(
+        [_resize_channel_float(planes[..., c], full_h, full_w, resample) for c in range(planes.shape[2])], axis=-1
+    )
     out = out[..., 0] if array.ndim == 2 else out
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)

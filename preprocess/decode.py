@@ -127,8 +127,11 @@ def _open(path: str | Path) -> av.container.InputContainer:
             c = av.open(str(path), "r", container_options={"probesize": "32"})
         except (av.FFmpegError, OSError):
             return _plain_open(path)
-        if all(s.type != "audio" or (s.codec_context is not None and s.codec_context.sample_rate
-                                     and s.codec_context.channels) for s in c.streams):
+        if all(
+            s.type != "audio"
+            or (s.codec_context is not None and s.codec_context.sample_rate and s.codec_context.channels)
+            for s in c.streams
+        ):
             return c
         c.close()
     return _plain_open(path)
@@ -330,8 +333,10 @@ def _open_for_audio(path: str | Path) -> av.container.InputContainer:
             first is not None
             and first.type == "video"
             and c.streams.audio
-            and all(s.codec_context is not None and s.codec_context.sample_rate and s.codec_context.channels
-                    for s in c.streams.audio)
+            and all(
+                s.codec_context is not None and s.codec_context.sample_rate and s.codec_context.channels
+                for s in c.streams.audio
+            )
         ):
             return c
     except BaseException:

@@ -94,8 +94,9 @@ def read_intrinsics(text: str) -> np.ndarray:
     return k
 
 
-def depth_to_disparity(depth_m: np.ndarray, fx: float, baseline_m: float,
-                       cfg: DepthConfig = DepthConfig()) -> tuple[np.ndarray, np.ndarray]:
+def depth_to_disparity(
+    depth_m: np.ndarray, fx: float, baseline_m: float, cfg: DepthConfig = DepthConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """``depth_m: [H,W]`` metres -> (``disparity: [H,W] float32``, ``valid: [H,W] bool``).
 
     Valid pixels (finite, > 0) get ``baseline * fx / clip(depth, min, max)``; the clip bounds the
@@ -116,8 +117,9 @@ def depth_to_disparity(depth_m: np.ndarray, fx: float, baseline_m: float,
     return disparity, valid
 
 
-def crop_depth(disparity: np.ndarray, valid: np.ndarray, box: CropBox,
-               cfg: DepthConfig = DepthConfig()) -> tuple[np.ndarray, np.ndarray]:
+def crop_depth(
+    disparity: np.ndarray, valid: np.ndarray, box: CropBox, cfg: DepthConfig = DepthConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """``[H,W]`` disparity and mask -> stored (``[1,S,S] float32``, ``[1,S,S] bool``) for ``box``.
 
     Both use NEAREST: bilinear/bicubic would blend invalid zeros into valid neighbours and invent
@@ -137,8 +139,14 @@ def normalize_depth(disparity: np.ndarray, valid: np.ndarray, cfg: DepthConfig =
     return np.where(valid, x, np.float32(0.0)).astype(np.float32)
 
 
-def depth_model_input(depth_png: bytes, encoding: str, fx: float, baseline_m: float,
-                      cfg: DepthConfig = DepthConfig(), rgb_size: tuple[int, int] | None = None) -> np.ndarray:
+def depth_model_input(
+    depth_png: bytes,
+    encoding: str,
+    fx: float,
+    baseline_m: float,
+    cfg: DepthConfig = DepthConfig(),
+    rgb_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """What a depth encoder sees for one file: ``[1,S,S] float32``. The eval box is the centre
     crop of the RGB frame when its ``(H, W)`` is given (the depth map must then show the same
     field of view: same aspect within 1%, any resolution), else of the depth map itself."""

@@ -105,8 +105,9 @@ def normalize_thermal(intensity: np.ndarray, cfg: ThermalConfig = ThermalConfig(
     return (intensity.astype(np.float32) - np.float32(cfg.mean)) / np.float32(cfg.std)
 
 
-def thermal_model_input(data: bytes, cfg: ThermalConfig = ThermalConfig(),
-                        rgb_size: tuple[int, int] | None = None) -> np.ndarray:
+def thermal_model_input(
+    data: bytes, cfg: ThermalConfig = ThermalConfig(), rgb_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """What a thermal encoder sees for one file: ``[1,S,S] float32``. The eval box is the centre
     crop of the RGB partner's frame when its ``(H, W)`` is given (same aspect within 1% required),
     else of the thermal image itself."""

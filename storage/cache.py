@@ -149,8 +149,9 @@ class ShardCache:
     ``$BINDSET_CACHE_LIMIT_BYTES`` or 16 GiB). ``wait_seconds``: how long a fetch waits for other
     processes to unpin shards before giving up with ``CacheFullError``."""
 
-    def __init__(self, directory: str | os.PathLike | None = None, limit_bytes: int | None = None,
-                 wait_seconds: float = 300.0):
+    def __init__(
+        self, directory: str | os.PathLike | None = None, limit_bytes: int | None = None, wait_seconds: float = 300.0
+    ):
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.limit_bytes = int(limit_bytes) if limit_bytes is not None else default_limit_bytes()
         if self.limit_bytes <= 0:
@@ -230,8 +231,13 @@ class ShardCache:
                 return None
             if st.st_size != shard.size:
                 # A verified file never has another size; something else wrote here. Refetch.
-                log.warning("%s: cached copy %s has %d bytes, expected %d; refetching", shard.label, path,
-                            st.st_size, shard.size)
+                log.warning(
+                    "%s: cached copy %s has %d bytes, expected %d; refetching",
+                    shard.label,
+                    path,
+                    st.st_size,
+                    shard.size,
+                )
                 path.unlink(missing_ok=True)
                 os.close(fd)
                 return None
@@ -261,8 +267,10 @@ class ShardCache:
     # -- fetching --------------------------------------------------------------------------------------
     def _check_fits(self, shard: RemoteShard) -> None:
         if shard.size > self.limit_bytes:
-            raise CacheFullError(f"{shard.label} is {shard.size} bytes, larger than the cache limit of "
-                                 f"{self.limit_bytes} bytes ({self.directory}); raise cache_limit_bytes")
+            raise CacheFullError(
+                f"{shard.label} is {shard.size} bytes, larger than the cache limit of "
+                f"{self.limit_bytes} bytes ({self.directory}); raise cache_limit_bytes"
+            )
 
     def _fetch(self, shard: RemoteShard, best_effort: bool) -> CachedShard | None:
         """Make sure the shard is cached: fetch it (returned pinned unless ``best_effort``), or wait
@@ -289,7 +297,8 @@ class ShardCache:
                     f"{shard.label}: no room in the cache ({self.directory}, limit {self.limit_bytes} bytes) "
                     f"after {self.wait_seconds:.0f} s: every cached shard is open in some reader. Each reader "
                     f"(DataLoader worker) keeps about buffer_shards shards open; raise cache_limit_bytes to "
-                    f"at least workers x buffer_shards x the largest shard")
+                    f"at least workers x buffer_shards x the largest shard"
+                )
             time.sleep(_POLL_SECONDS)
 
     def _check_not_self_blocked(self, shard: RemoteShard) -> None:
@@ -300,7 +309,8 @@ class ShardCache:
             raise CacheFullError(
                 f"{shard.label} ({shard.size} bytes) does not fit in the cache limit of {self.limit_bytes} bytes "
                 f"next to the {pinned} bytes of shards this process has open; raise cache_limit_bytes or open "
-                f"fewer shards at once (buffer_shards)")
+                f"fewer shards at once (buffer_shards)"
+            )
 
     def _reserve(self, shard: RemoteShard, best_effort: bool) -> tuple[Path, int] | None:
         """Under the cache-wide lock: make room and create the ``.part`` file at full size."""
@@ -351,7 +361,8 @@ class ShardCache:
             if size != shard.size or sha != shard.sha256:
                 raise ShardIntegrityError(
                     f"{shard.label} ({shard.url}) is corrupt: sha256 {sha} ({size} bytes), the catalog says "
-                    f"{shard.sha256} ({shard.size} bytes); the fetched copy was discarded")
+                    f"{shard.sha256} ({shard.size} bytes); the fetched copy was discarded"
+                )
             with _Locked(self.directory / ".lock"):
                 os.rename(part, self.path_of(shard))  # verified: now visible under its final name
                 if keep_pin:
@@ -389,6 +400,7 @@ class ShardCache:
 
 
 # -- the directory ---------------------------------------------------------------------------------------
+
 
 class _Locked:
     """The cache-wide exclusive flock, held around accounting, eviction and reservation."""
@@ -476,8 +488,10 @@ def _same_file(st: os.stat_result, path: Path) -> bool:
 
 # -- downloading ------------------------------------------------------------------------------------------
 
-def _download(url: str, options: dict[str, str], fd: int, expected_size: int | None,
-              object_path_cls: Any = None) -> tuple[str, int, int]:
+
+def _download(
+    url: str, options: dict[str, str], fd: int, expected_size: int | None, object_path_cls: Any = None
+) -> tuple[str, int, int]:
     """Stream one object into ``fd`` (from offset 0) while hashing it: (sha256, size, requests).
 
     One GET whatever the size. A size other than expected is reported without reading the body
@@ -528,13 +542,18 @@ class _HelperFetcher:
 
     def __init__(self) -> None:
         location_py = str(Path(__file__).with_name("location.py"))
-        self._proc = subprocess.Popen([sys.executable, "-c", _HELPER_CODE, __file__, location_py],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _HELPER_CODE, __file__, location_py],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
         self._lock = threading.Lock()
 
     def fetch(self, shard: RemoteShard, part: Path) -> tuple[str, int, int]:
-        reply = self._request({"url": shard.url, "options": shard.options, "path": str(part), "size": shard.size},
-                              shard.label)
+        reply = self._request(
+            {"url": shard.url, "options": shard.options, "path": str(part), "size": shard.size}, shard.label
+        )
         return reply["sha256"], int(reply["size"]), int(reply["requests"])
 
     def fetch_any(self, url: str, options: dict[str, str], path: Path) -> None:
@@ -581,8 +600,9 @@ def _serve(location_py: str) -> None:
             fd = os.open(request["path"], os.O_WRONLY)
             try:
                 expected = None if request["size"] is None else int(request["size"])
-                sha, size, requests = _download(request["url"], request["options"], fd, expected,
-                                                object_path_cls=location.ObjectPath)
+                sha, size, requests = _download(
+                    request["url"], request["options"], fd, expected, object_path_cls=location.ObjectPath
+                )
             finally:
                 os.close(fd)
             reply = {"ok": True, "sha256": sha, "size": size, "requests": requests}
@@ -595,6 +615,7 @@ def _serve(location_py: str) -> None:
 
 
 # -- prefetch ----------------------------------------------------------------------------------------------
+
 
 class _Prefetcher:
     """One daemon thread fetching the most recently announced shards, in order, best effort."""
@@ -647,8 +668,12 @@ def default_cache() -> ShardCache:
     forked child makes its own)."""
     global _DEFAULT
     with _DEFAULT_LOCK:
-        if _DEFAULT is None or _DEFAULT._pid != os.getpid() or _DEFAULT.directory != default_cache_dir() \
-                or _DEFAULT.limit_bytes != default_limit_bytes():
+        if (
+            _DEFAULT is None
+            or _DEFAULT._pid != os.getpid()
+            or _DEFAULT.directory != default_cache_dir()
+            or _DEFAULT.limit_bytes != default_limit_bytes()
+        ):
             _DEFAULT = ShardCache()  # the environment names another cache now
         return _DEFAULT
 
@@ -690,13 +715,25 @@ def remote_shard(dataset: Any, shard_id: int, catalog: dict[str, Any] | None) ->
         except FileNotFoundError:
             raise FileNotFoundError(f"shard {name} of {root} is not committed (no index/{name}.parquet)") from None
         if meta is None:
-            raise ShardIntegrityError(f"shard {name} of {root}: neither dataset.json nor its index records the "
-                                      "shard's sha256 and size, so a fetched copy cannot be verified")
+            raise ShardIntegrityError(
+                f"shard {name} of {root}: neither dataset.json nor its index records the "
+                "shard's sha256 and size, so a fetched copy cannot be verified"
+            )
         sha, size = meta
     obj = fmt.shard_path(root, shard_id)
-    return RemoteShard(dataset=str(root), shard_id=shard_id, url=obj.url, sha256=sha, size=size,
-                       options=dict(obj.options))
+    return RemoteShard(
+        dataset=str(root), shard_id=shard_id, url=obj.url, sha256=sha, size=size, options=dict(obj.options)
+    )
 
 
-__all__ = ["CACHE_DIR_ENV", "CACHE_LIMIT_ENV", "CacheFullError", "CachedShard", "RemoteShard",
-           "ShardCache", "ShardIntegrityError", "default_cache_dir", "remote_shard"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "CACHE_LIMIT_ENV",
+    "CacheFullError",
+    "CachedShard",
+    "RemoteShard",
+    "ShardCache",
+    "ShardIntegrityError",
+    "default_cache_dir",
+    "remote_shard",
+]

@@ -38,8 +38,9 @@ def load_catalog(root: str | Path | Location) -> dict[str, Any] | None:
     return catalog
 
 
-def new_catalog(config: dict[str, Any], sources: list[dict[str, Any]], manifest_rows: int,
-                manifest_sha256: str, planned_shards: int) -> dict[str, Any]:
+def new_catalog(
+    config: dict[str, Any], sources: list[dict[str, Any]], manifest_rows: int, manifest_sha256: str, planned_shards: int
+) -> dict[str, Any]:
     return {
         "format_version": fmt.FORMAT_VERSION,
         "config": config,

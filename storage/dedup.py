@@ -67,8 +67,10 @@ def read_dedup(root: str | Path | Location, name: str) -> pl.DataFrame:
         data = path.read_bytes()
     except FileNotFoundError:
         known = list_dedup_names(root)
-        raise FileNotFoundError(f"no dedup table {name!r} in {as_location(root)} "
-                                f"({'has: ' + ', '.join(known) if known else 'none written yet: run bindset dedup'})") from None
+        raise FileNotFoundError(
+            f"no dedup table {name!r} in {as_location(root)} "
+            f"({'has: ' + ', '.join(known) if known else 'none written yet: run bindset dedup'})"
+        ) from None
     return pl.read_parquet(io.BytesIO(data))
 
 
@@ -85,5 +87,13 @@ def dropped_ids(root: str | Path | Location, name: str) -> pl.DataFrame:
     return read_dedup(root, name).filter(~pl.col("kept")).select("sample_id")
 
 
-__all__ = ["DEDUP_DIR", "DEDUP_SCHEMA", "dedup_path", "dropped_ids", "list_dedup_names", "read_dedup",
-           "read_dedup_meta", "write_dedup"]
+__all__ = [
+    "DEDUP_DIR",
+    "DEDUP_SCHEMA",
+    "dedup_path",
+    "dropped_ids",
+    "list_dedup_names",
+    "read_dedup",
+    "read_dedup_meta",
+    "write_dedup",
+]

@@ -55,14 +55,18 @@ def embeddings_frame(sample_ids: list[str], vectors: dict[str, np.ndarray]) -> p
         absent = np.isnan(array).all(axis=1)
         if not np.isfinite(array[~absent]).all():
             raise ValueError(f"{modality}: embeddings contain NaN or inf")
-        series = pl.Series(modality, np.where(absent[:, None], 0.0, array).astype(np.float32),
-                           dtype=pl.Array(pl.Float32, array.shape[1]))
+        series = pl.Series(
+            modality,
+            np.where(absent[:, None], 0.0, array).astype(np.float32),
+            dtype=pl.Array(pl.Float32, array.shape[1]),
+        )
         columns[modality] = pl.select(pl.when(pl.lit(pl.Series(~absent))).then(series)).to_series().alias(modality)
     return pl.DataFrame(columns)
 
 
-def commit_embeddings(root: str | Path, encoder_id: str, shard_id: int, sample_ids: list[str],
-                      vectors: dict[str, np.ndarray]) -> Path:
+def commit_embeddings(
+    root: str | Path, encoder_id: str, shard_id: int, sample_ids: list[str], vectors: dict[str, np.ndarray]
+) -> Path:
     """Write one shard's vectors; visible only once complete (rename on disk, one PUT on a store)."""
     final = embedding_path(root, encoder_id, shard_id)
     frame = embeddings_frame(sample_ids, vectors)

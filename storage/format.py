@@ -43,6 +43,7 @@ def shard_name(shard_id: int) -> str:
 
 # Every path below takes a local path, a URL string or an ObjectPath and returns the same kind.
 
+
 def shard_path(root: str | Path | Location, shard_id: int) -> Location:
     return as_location(root) / SHARDS_DIR / f"{shard_name(shard_id)}.h5"
 

@@ -109,9 +109,9 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from storage.scans import scan_index
 from storage.location import Location, as_location, is_remote, list_files, polars_storage_options
 from storage.reader import DatasetReader
+from storage.scans import scan_index
 from storage.shard import CorruptSampleError, ShardReader, ShardReaderPool
 
 if TYPE_CHECKING:
@@ -163,14 +163,28 @@ class ShardDataset(IterableDataset):
     ``on_corrupt``: "raise" (default) or "skip" a sample that fails its checksum (module doc).
     """
 
-    def __init__(self, root: str | Path | Location, modalities: Sequence[str] | None = None,
-                 split: str | Sequence[str] | None = None, shuffle: bool = True, seed: int = 0,
-                 augment: AugmentConfig | None = None, train: bool = True, embeddings: str | None = None,
-                 embedding_columns: Sequence[str] | None = None, rank: int | None = None,
-                 world_size: int | None = None, granularity: str = "auto", buffer_shards: int = 2,
-                 max_open_shards: int = 16, cache_dir: str | Path | None = None,
-                 cache_limit_bytes: int | None = None, prefetch_shards: int = 2, dedup: str | None = None,
-                 on_corrupt: str = "raise"):
+    def __init__(
+        self,
+        root: str | Path | Location,
+        modalities: Sequence[str] | None = None,
+        split: str | Sequence[str] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: AugmentConfig | None = None,
+        train: bool = True,
+        embeddings: str | None = None,
+        embedding_columns: Sequence[str] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        granularity: str = "auto",
+        buffer_shards: int = 2,
+        max_open_shards: int = 16,
+        cache_dir: str | Path | None = None,
+        cache_limit_bytes: int | None = None,
+        prefetch_shards: int = 2,
+        dedup: str | None = None,
+        on_corrupt: str = "raise",
+    ):
         super().__init__()
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
@@ -222,8 +236,9 @@ class ShardDataset(IterableDataset):
 
             index = index.join(dropped_ids(self.root, dedup).lazy(), on="sample_id", how="anti")
         index = index.with_columns(
-            pl.sum_horizontal([pl.col("modalities").list.contains(m).cast(pl.Int32) * _BIT[m] for m in MODALITIES])
-            .alias("_bits")
+            pl.sum_horizontal(
+                [pl.col("modalities").list.contains(m).cast(pl.Int32) * _BIT[m] for m in MODALITIES]
+            ).alias("_bits")
         ).collect()
 
         self.embedding_columns: tuple[str, ...] = ()
@@ -247,8 +262,7 @@ class ShardDataset(IterableDataset):
         self._shard_count = dict(zip(shard_ids.tolist(), counts.tolist()))
 
     # -- embeddings --------------------------------------------------------------------------------
-    def _join_embeddings(self, index: pl.DataFrame, encoder_id: str,
-                         columns: Sequence[str] | None) -> pl.DataFrame:
+    def _join_embeddings(self, index: pl.DataFrame, encoder_id: str, columns: Sequence[str] | None) -> pl.DataFrame:
         from storage.embeddings import embedding_dir
 
         directory = embedding_dir(self.root, encoder_id)
@@ -261,7 +275,9 @@ class ShardDataset(IterableDataset):
         columns = tuple(columns) if columns is not None else tuple(vector_columns)
         bad = [c for c in columns if c not in vector_columns]
         if bad or not columns:
-            raise ValueError(f"embedding columns {bad or list(columns)} not in {directory} (vector columns: {vector_columns})")
+            raise ValueError(
+                f"embedding columns {bad or list(columns)} not in {directory} (vector columns: {vector_columns})"
+            )
         self.embedding_columns = columns
         self.embedding_files = tuple(str(p) for p in files)
         self._embedding_options = dict(files[0].options) if is_remote(files[0]) else None
@@ -329,8 +345,15 @@ class ShardDataset(IterableDataset):
         """Identifies the sample table (ids in order): a resume state fits only the same one."""
         return hashlib.sha256(self._sample_ids.tobytes()).hexdigest()[:16]
 
-    def state_dict(self, batches_consumed: int, loader: Any = None, *, batch_size: int = 1,
-                   num_workers: int = 0, drop_last: bool = False) -> dict[str, Any]:
+    def state_dict(
+        self,
+        batches_consumed: int,
+        loader: Any = None,
+        *,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        drop_last: bool = False,
+    ) -> dict[str, Any]:
         """Where the current epoch stands after the training loop consumed ``batches_consumed``
         batches of ``loader`` (a DataLoader over this dataset; without one, ``batch_size``,
         ``num_workers`` and ``drop_last`` describe how the samples were batched)."""
@@ -338,34 +361,60 @@ class ShardDataset(IterableDataset):
             if getattr(loader, "dataset", None) is not self:
                 raise ValueError("state_dict: the loader does not iterate this dataset")
             if not getattr(loader, "in_order", True):
-                raise ValueError("state_dict: a DataLoader with in_order=False yields batches in no fixed "
-                                 "order, so the consumed samples cannot be derived; use in_order=True")
+                raise ValueError(
+                    "state_dict: a DataLoader with in_order=False yields batches in no fixed "
+                    "order, so the consumed samples cannot be derived; use in_order=True"
+                )
             batch_size = 1 if loader.batch_size is None else int(loader.batch_size)
             num_workers, drop_last = int(loader.num_workers), bool(loader.drop_last)
         if int(batches_consumed) < 0 or int(batch_size) < 1 or int(num_workers) < 0:
-            raise ValueError(f"state_dict: need batches_consumed >= 0, batch_size >= 1, num_workers >= 0; got "
-                             f"{batches_consumed}, {batch_size}, {num_workers}")
-        return {"version": 1, "epoch": self.epoch, "seed": self.seed, "shuffle": self.shuffle,
-                "world_size": self.world_size, "fingerprint": self.fingerprint(),
-                "batches_consumed": int(batches_consumed), "batch_size": int(batch_size),
-                "num_workers": int(num_workers), "drop_last": bool(drop_last)}
+            raise ValueError(
+                f"state_dict: need batches_consumed >= 0, batch_size >= 1, num_workers >= 0; got "
+                f"{batches_consumed}, {batch_size}, {num_workers}"
+            )
+        return {
+            "version": 1,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "world_size": self.world_size,
+            "fingerprint": self.fingerprint(),
+            "batches_consumed": int(batches_consumed),
+            "batch_size": int(batch_size),
+            "num_workers": int(num_workers),
+            "drop_last": bool(drop_last),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` (from ``state_dict``): sets the epoch; the next iteration of that epoch
         yields only what the interrupted one had not delivered."""
         if state.get("version") != 1:
             raise ValueError(f"unknown ShardDataset state version {state.get('version')!r}")
-        mine = {"seed": self.seed, "shuffle": self.shuffle, "world_size": self.world_size,
-                "fingerprint": self.fingerprint()}
+        mine = {
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "world_size": self.world_size,
+            "fingerprint": self.fingerprint(),
+        }
         differ = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if differ:
             detail = ", ".join(f"{k} {a!r} (saved) != {b!r} (now)" for k, (a, b) in differ.items())
-            raise ValueError(f"cannot resume {self.root}: {detail}; a resume needs the same samples, seed, "
-                             "shuffle and world size")
+            raise ValueError(
+                f"cannot resume {self.root}: {detail}; a resume needs the same samples, seed, shuffle and world size"
+            )
         self.set_epoch(int(state["epoch"]))
-        self._resume.copy_(torch.tensor([int(state["epoch"]), int(state["batches_consumed"]),
-                                         int(state["batch_size"]), int(state["num_workers"]),
-                                         int(bool(state["drop_last"]))], dtype=torch.int64))
+        self._resume.copy_(
+            torch.tensor(
+                [
+                    int(state["epoch"]),
+                    int(state["batches_consumed"]),
+                    int(state["batch_size"]),
+                    int(state["num_workers"]),
+                    int(bool(state["drop_last"])),
+                ],
+                dtype=torch.int64,
+            )
+        )
 
     def _resume_point(self, epoch: int, worker: int, num_workers: int) -> tuple[int, int]:
         """(positions to skip, logical worker) for DataLoader worker ``worker`` of ``num_workers``."""
@@ -373,14 +422,17 @@ class ShardDataset(IterableDataset):
         if saved_epoch != epoch:
             return 0, worker
         if max(saved_workers, 1) != num_workers:
-            raise ValueError(f"resume state of {self.root} was saved with num_workers={saved_workers}; this "
-                             f"DataLoader has {num_workers if get_worker_info() else 0}: use the same number")
+            raise ValueError(
+                f"resume state of {self.root} was saved with num_workers={saved_workers}; this "
+                f"DataLoader has {num_workers if get_worker_info() else 0}: use the same number"
+            )
         consumed, rotation = self.consumed_per_worker(epoch, batches, batch_size, num_workers, bool(drop_last))
         logical = (worker + rotation) % num_workers
         return consumed[logical], logical
 
-    def consumed_per_worker(self, epoch: int, batches: int, batch_size: int, num_workers: int,
-                            drop_last: bool = False) -> tuple[list[int], int]:
+    def consumed_per_worker(
+        self, epoch: int, batches: int, batch_size: int, num_workers: int, drop_last: bool = False
+    ) -> tuple[list[int], int]:
         """Samples each (logical) worker of this rank had delivered after ``batches`` batches of an
         epoch, and the worker whose batch comes next (0 when none does): see the module doc."""
         workers = max(1, num_workers)
@@ -412,8 +464,9 @@ class ShardDataset(IterableDataset):
         chunks = []
         for w in range(0, len(shards), self.buffer_shards):
             window = shards[w : w + self.buffer_shards]
-            pos = np.concatenate([np.arange(self._shard_start[s], self._shard_start[s] + self._shard_count[s])
-                                  for s in window])
+            pos = np.concatenate(
+                [np.arange(self._shard_start[s], self._shard_start[s] + self._shard_count[s]) for s in window]
+            )
             if self.shuffle:
                 pos = np.random.default_rng([self.seed, epoch, 1, *window]).permutation(pos)
             chunks.append(pos)
@@ -426,8 +479,14 @@ class ShardDataset(IterableDataset):
             return mine, self._sequence(mine, epoch)
         return None, self._sequence(shards, epoch)[part::parts]
 
-    def plan(self, epoch: int | None = None, rank: int | None = None, world_size: int | None = None,
-             worker: int = 0, num_workers: int = 1) -> np.ndarray:
+    def plan(
+        self,
+        epoch: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        worker: int = 0,
+        num_workers: int = 1,
+    ) -> np.ndarray:
         """Positions (into this dataset's sample table) that one worker of one rank reads, in order."""
         epoch = self.epoch if epoch is None else int(epoch)
         rank = self.rank if rank is None else int(rank)
@@ -528,10 +587,12 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         workers = info.num_workers if info is not None else 1
         if workers * peak > limit:
-            warnings.warn(f"{self.root}: a worker keeps up to {peak} bytes of shards open at once; {workers} worker(s) "
-                          f"may need {workers * peak} bytes, more than the cache limit of {limit} bytes. Raise "
-                          f"cache_limit_bytes or lower buffer_shards, or workers will wait for each other",
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.root}: a worker keeps up to {peak} bytes of shards open at once; {workers} worker(s) "
+                f"may need {workers * peak} bytes, more than the cache limit of {limit} bytes. Raise "
+                f"cache_limit_bytes or lower buffer_shards, or workers will wait for each other",
+                stacklevel=2,
+            )
 
     def _remote_shard(self, shard_id: int):
         from storage.cache import remote_shard
@@ -542,15 +603,22 @@ class ShardDataset(IterableDataset):
         present = [m for m in MODALITIES if bits & _BIT[m]]
         return present if self.modalities is None else [m for m in self.modalities if m in present]
 
-    def _load(self, pos: int, epoch: int, reader: ShardReader, vectors: OrderedDict[int, dict[str, np.ndarray]],
-              cache: Any = None) -> dict[str, Any]:
+    def _load(
+        self,
+        pos: int,
+        epoch: int,
+        reader: ShardReader,
+        vectors: OrderedDict[int, dict[str, np.ndarray]],
+        cache: Any = None,
+    ) -> dict[str, Any]:
         from preprocess.augment import augment, sample_rng
 
         sample_id = self._sample_ids[pos].decode("utf-8")
         stored = reader.read_groups(int(self._rows[pos]), self._wanted(int(self._bits[pos])), sample_id=sample_id)
         if self.augment is not None and self.train:
-            ready = augment(stored, self.augment, sample_rng(self.seed, epoch, sample_id),
-                            self._reader.model_ready, train=True)
+            ready = augment(
+                stored, self.augment, sample_rng(self.seed, epoch, sample_id), self._reader.model_ready, train=True
+            )
         else:
             ready = self._reader.model_ready(stored)
         out: dict[str, Any] = {"sample_id": sample_id}
@@ -563,8 +631,9 @@ class ShardDataset(IterableDataset):
                 out[f"{column}_embedding"] = torch.from_numpy(table[column][erow].copy())
         return out
 
-    def _vectors(self, file_id: int, tables: OrderedDict[int, dict[str, np.ndarray]],
-                 cache: Any = None) -> dict[str, np.ndarray]:
+    def _vectors(
+        self, file_id: int, tables: OrderedDict[int, dict[str, np.ndarray]], cache: Any = None
+    ) -> dict[str, np.ndarray]:
         if file_id not in tables:
             source: Any = self.embedding_files[file_id]
             if self._embedding_options is not None:

@@ -90,8 +90,9 @@ def as_location(value: "str | os.PathLike | ObjectPath", options: dict[str, str]
     if isinstance(value, Path):
         text = str(value)
         if text.split("/", 1)[0].endswith(":") and text.split(":", 1)[0].lower() in (*OBJECT_SCHEMES, "file"):
-            raise LocationError(f"{text!r} looks like a URL that lost a slash; pass it as a string "
-                                f"({text.split(':', 1)[0]}://...)")
+            raise LocationError(
+                f"{text!r} looks like a URL that lost a slash; pass it as a string ({text.split(':', 1)[0]}://...)"
+            )
         return value
     text = os.fspath(value)
     if "://" not in text:
@@ -99,8 +100,10 @@ def as_location(value: "str | os.PathLike | ObjectPath", options: dict[str, str]
         if scheme in (*OBJECT_SCHEMES, "file"):
             # Even where a folder of that name exists (left by a tool that mangled a URL before):
             # "s3:/b/k" is a URL missing a slash far more often than a folder someone meant.
-            raise LocationError(f"malformed URL {text!r}: expected {scheme}://bucket/path "
-                                f"(for a local folder of that name, write ./{text})")
+            raise LocationError(
+                f"malformed URL {text!r}: expected {scheme}://bucket/path "
+                f"(for a local folder of that name, write ./{text})"
+            )
         return Path(text)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -109,7 +112,9 @@ def as_location(value: "str | os.PathLike | ObjectPath", options: dict[str, str]
             raise LocationError(f"file URL {text!r} names host {parts.netloc!r}; use file:///absolute/path")
         return Path(parts.path or "/")
     if scheme not in OBJECT_SCHEMES:
-        raise LocationError(f"unsupported URL scheme {scheme!r} in {text!r}; use a local path, file://, s3://, gs:// or az://")
+        raise LocationError(
+            f"unsupported URL scheme {scheme!r} in {text!r}; use a local path, file://, s3://, gs:// or az://"
+        )
     return ObjectPath(text, options)
 
 
@@ -144,8 +149,10 @@ class ObjectPath:
         if scheme is None:
             raise LocationError(f"unsupported URL scheme {parts.scheme!r} in {url!r}")
         if not parts.netloc or not _bucket_ok(parts.netloc):
-            raise LocationError(f"malformed URL {url!r}: expected {parts.scheme}://bucket/path with a bucket name "
-                                "of 3 or more letters, digits, '-', '.' or '_'")
+            raise LocationError(
+                f"malformed URL {url!r}: expected {parts.scheme}://bucket/path with a bucket name "
+                "of 3 or more letters, digits, '-', '.' or '_'"
+            )
         if parts.query or parts.fragment:
             raise LocationError(f"malformed URL {url!r}: query strings and fragments are not supported")
         key = posixpath.normpath(parts.path.lstrip("/")) if parts.path.strip("/") else ""
@@ -171,7 +178,11 @@ class ObjectPath:
         return f"ObjectPath({self.url!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ObjectPath) and (self.scheme, self.bucket, self.key) == (other.scheme, other.bucket, other.key)
+        return isinstance(other, ObjectPath) and (self.scheme, self.bucket, self.key) == (
+            other.scheme,
+            other.bucket,
+            other.key,
+        )
 
     def __hash__(self) -> int:
         return hash((self.scheme, self.bucket, self.key))
@@ -244,7 +255,7 @@ class ObjectPath:
     def relative_to(self, other: "ObjectPath") -> PurePosixPath:
         if not self.is_relative_to(other):
             raise ValueError(f"{self.url} is not inside {other.url}")
-        return PurePosixPath(self.key[len(other.key):].lstrip("/") or ".")
+        return PurePosixPath(self.key[len(other.key) :].lstrip("/") or ".")
 
     def is_relative_to(self, other: "ObjectPath") -> bool:
         if not isinstance(other, ObjectPath) or (self.scheme, self.bucket) != (other.scheme, other.bucket):
@@ -255,9 +266,11 @@ class ObjectPath:
     @property
     def store(self):
         if _FORKED_AFTER_USE:
-            raise LocationError(f"{self.url}: this process was forked from one that had used object storage, "
-                                "which cannot work; start workers with the 'spawn' method (or read through "
-                                "storage.cache, which does)")
+            raise LocationError(
+                f"{self.url}: this process was forked from one that had used object storage, "
+                "which cannot work; start workers with the 'spawn' method (or read through "
+                "storage.cache, which does)"
+            )
         ident = (self.scheme, self.bucket, tuple(sorted(self.options.items())))
         with _STORES_LOCK:
             store = _STORES.get(ident)
@@ -343,7 +356,7 @@ class ObjectPath:
         depth = tail.count("/") + 1
         entries: dict[str, int] = {}
         for obj in self.iter_objects():
-            rel = obj.key[len(self.key):].lstrip("/") if self.key else obj.key
+            rel = obj.key[len(self.key) :].lstrip("/") if self.key else obj.key
             parts = rel.split("/")
             entries[rel] = obj._size if obj._size is not None else 0
             for i in range(1, len(parts)):
@@ -473,13 +486,17 @@ def _make_store(scheme: str, bucket: str, options: dict[str, str]):
     config = dict(options)
     client: dict[str, Any] = {}
     # Plain-HTTP endpoints (a local S3 server) must be allowed explicitly, by env or option.
-    allow_http = config.pop("allow_http", None) or config.pop("aws_allow_http", None) or os.environ.get("AWS_ALLOW_HTTP")
+    allow_http = (
+        config.pop("allow_http", None) or config.pop("aws_allow_http", None) or os.environ.get("AWS_ALLOW_HTTP")
+    )
     if allow_http is not None:
         client["allow_http"] = str(allow_http).lower() in ("1", "true", "yes")
     if scheme == "s3" and _no_credential_source(config):
-        raise StoreError(f"no credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile "
-                         "or web identity, or pass --storage-option (instance metadata is disabled by "
-                         "AWS_EC2_METADATA_DISABLED)")
+        raise StoreError(
+            f"no credentials for s3://{bucket}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile "
+            "or web identity, or pass --storage-option (instance metadata is disabled by "
+            "AWS_EC2_METADATA_DISABLED)"
+        )
     try:
         if scheme == "s3":
             provider = _profile_credentials(config)
@@ -497,12 +514,19 @@ def _no_credential_source(config: dict[str, str]) -> bool:
     if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() not in ("1", "true"):
         return False
     keys = ("access_key_id", "aws_access_key_id", "skip_signature", "aws_skip_signature")
-    env = ("AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-           "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_PROFILE")
+    env = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_PROFILE",
+    )
     if any(k in config for k in keys) or any(os.environ.get(k) for k in env):
         return False
-    files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
-             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    files = [
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+        os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+    ]
     return not any(Path(f).expanduser().is_file() for f in files)
 
 
@@ -512,8 +536,10 @@ def _profile_credentials(config: dict[str, str]):
     identity, container and instance metadata) does not read; None otherwise."""
     if any(k in config for k in ("access_key_id", "aws_access_key_id")) or os.environ.get("AWS_ACCESS_KEY_ID"):
         return None
-    files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
-             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    files = [
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+        os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+    ]
     if not os.environ.get("AWS_PROFILE") and not any(Path(f).expanduser().is_file() for f in files):
         return None
     try:
@@ -553,10 +579,17 @@ def store_error(location: ObjectPath, exc: BaseException) -> StoreError:
     where = f"{location.scheme}://{location.bucket}"
     # With no keys the chain falls through to the instance-metadata service (169.254.169.254, or
     # AWS_METADATA_ENDPOINT): its failure means "no credentials", not "unreachable store".
-    if ("169.254.169.254" in text or "/latest/api/token" in text or "/latest/meta-data" in text
-            or "credential" in text.lower() or "Unauthenticated" in type(exc).__name__):
-        return StoreError(f"no credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a "
-                          f"profile, web identity or instance role) or pass --storage-option ({first[:160]})")
+    if (
+        "169.254.169.254" in text
+        or "/latest/api/token" in text
+        or "/latest/meta-data" in text
+        or "credential" in text.lower()
+        or "Unauthenticated" in type(exc).__name__
+    ):
+        return StoreError(
+            f"no credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a "
+            f"profile, web identity or instance role) or pass --storage-option ({first[:160]})"
+        )
     if "NoSuchBucket" in text or ("404" in text and "list" in text.lower()):
         return StoreError(f"bucket {where} does not exist or is not visible with these credentials")
     if "403" in text or "AccessDenied" in text or "PermissionDenied" in type(exc).__name__:
@@ -589,6 +622,7 @@ def check_reachable(location: "Location", write: bool = False) -> None:
 
 
 # -- helpers that take either kind of location --------------------------------------------------------
+
 
 def read_bytes(location: "Location") -> bytes:
     return location.read_bytes()
@@ -624,7 +658,7 @@ def remove_tree(location: "Location") -> None:
         keys = [obj.key for obj in location.iter_objects()]
         for start in range(0, len(keys), 1000):
             try:
-                obstore.delete(location.store, keys[start:start + 1000])
+                obstore.delete(location.store, keys[start : start + 1000])
             except Exception as exc:  # noqa: BLE001
                 raise store_error(location, exc) from exc
         return

@@ -154,8 +154,14 @@ class DatasetLock:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def _new_info(self) -> LockInfo:
-        return LockInfo(socket.gethostname(), os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), self.purpose,
-                        expires=time.time() + self.lease_s, token=uuid.uuid4().hex)
+        return LockInfo(
+            socket.gethostname(),
+            os.getpid(),
+            time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            self.purpose,
+            expires=time.time() + self.lease_s,
+            token=uuid.uuid4().hex,
+        )
 
     def acquire(self) -> "DatasetLock":
         info = self._new_info()
@@ -169,8 +175,10 @@ class DatasetLock:
                 # unreadable record: only a local crash between create and write leaves one
                 if age > self.lease_s and self._replace(info.encode(), etag):
                     return self._took(info)
-                raise DatasetLocked(f"dataset {self.root} is locked: an unreadable lock {self.path} "
-                                    f"({age:.0f} s old); it is taken over once older than {self.lease_s:.0f} s")
+                raise DatasetLocked(
+                    f"dataset {self.root} is locked: an unreadable lock {self.path} "
+                    f"({age:.0f} s old); it is taken over once older than {self.lease_s:.0f} s"
+                )
             if _stale(holder, time.time()):
                 if self._remote():
                     if self._replace(info.encode(), etag):
@@ -220,8 +228,10 @@ class DatasetLock:
         """Raise if the lease was lost (this process stalled past it and another took over)."""
         if self.lost:
             holder = self.read()
-            raise DatasetLocked(f"lost the lock on {self.root} (lease expired); now held: "
-                                f"{holder.describe() if holder else 'by nobody'}")
+            raise DatasetLocked(
+                f"lost the lock on {self.root} (lease expired); now held: "
+                f"{holder.describe() if holder else 'by nobody'}"
+            )
 
     def release(self) -> None:
         if not self._held:

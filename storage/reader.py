@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from storage.scans import scan_index
 from storage.catalog import load_catalog
 from storage.location import Location, as_location, is_remote
+from storage.scans import scan_index
 from storage.shard import ShardReader, ShardReaderPool
 
 
@@ -34,8 +34,13 @@ class DatasetReader:
     A stored array whose chunk fails its checksum raises ``storage.CorruptSampleError`` naming the
     dataset, shard, row, sample and array (``read_batch`` names every bad row of the batch)."""
 
-    def __init__(self, root: str | Path | Location, cache_dir: str | Path | None = None,
-                 cache_limit_bytes: int | None = None, max_open_shards: int = 8):
+    def __init__(
+        self,
+        root: str | Path | Location,
+        cache_dir: str | Path | None = None,
+        cache_limit_bytes: int | None = None,
+        max_open_shards: int = 8,
+    ):
         self.root = as_location(root)
         catalog = load_catalog(self.root)
         if catalog is None:
@@ -100,7 +105,9 @@ class DatasetReader:
             out["depth"] = normalize_depth(stored["depth/disparity"], stored["depth/valid"], cfg)
             out["depth_valid"] = stored["depth/valid"].astype(bool)
         if "thermal/intensity" in stored:
-            out["thermal"] = normalize_thermal(stored["thermal/intensity"], _config(self.config.get("thermal"), ThermalConfig))
+            out["thermal"] = normalize_thermal(
+                stored["thermal/intensity"], _config(self.config.get("thermal"), ThermalConfig)
+            )
         if "text/tokens" in stored:
             out["text"] = stored["text/tokens"].astype(np.int64)
         out.update(self._temporal(stored))

@@ -50,5 +50,7 @@ def scan_rejects(dataset: str | Path | Location, standing: bool = True) -> pl.La
         return history
     stored = scan_index(root).select("sample_id")
     latest = pl.col("shard") == pl.col("shard").max().over("sample_id")
-    per_sample = history.filter(pl.col("sample_id").is_not_null()).filter(latest).join(stored, on="sample_id", how="anti")
+    per_sample = (
+        history.filter(pl.col("sample_id").is_not_null()).filter(latest).join(stored, on="sample_id", how="anti")
+    )
     return pl.concat([history.filter(pl.col("sample_id").is_null()), per_sample])

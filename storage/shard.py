@@ -31,13 +31,13 @@ import polars as pl
 from storage import format as fmt
 from storage.atomic import sha256_file
 from storage.location import Location, as_location, is_remote, publish_file
+from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
 from storage.shard_meta import (  # noqa: F401 - re-exported
     SHARD_BYTES_KEY,
     SHARD_SHA256_KEY,
     read_shard_file_metadata,
     shard_file_metadata,
 )
-from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,9 @@ class ShardWriter:
         if self._guard is not None and self._guard.error is not None:
             raise ShardWriteError(self.shard_id, path, self._guard.error)
 
-    def reject(self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "",
-               transient: bool = False) -> None:
+    def reject(
+        self, sample_id: str, stage: str, error: BaseException | str, input_path: str = "", transient: bool = False
+    ) -> None:
         error_type = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
         self._rejects.append(
             {
@@ -197,8 +198,9 @@ class ShardWriter:
         shard_sha256, shard_bytes = sha256_file(h5_tmp), h5_tmp.stat().st_size
         index_tmp = tmp / f"{name}.index.parquet"
         with self._writing(index_tmp):
-            index_frame(self._rows).write_parquet(index_tmp, statistics=True,
-                                                  metadata=shard_file_metadata(shard_sha256, shard_bytes))
+            index_frame(self._rows).write_parquet(
+                index_tmp, statistics=True, metadata=shard_file_metadata(shard_sha256, shard_bytes)
+            )
         rejects_tmp = tmp / f"{name}.rejects.parquet"
         with self._writing(rejects_tmp):
             reject_frame(self._rejects).write_parquet(rejects_tmp)
@@ -212,9 +214,11 @@ class ShardWriter:
             index_sha256=sha256_file(index_tmp),
             bytes_written=shard_bytes,
         )
-        for local, final in ((h5_tmp, fmt.shard_path(self.root, self.shard_id)),
-                             (rejects_tmp, fmt.rejects_path(self.root, self.shard_id)),
-                             (index_tmp, fmt.index_path(self.root, self.shard_id))):  # the index last: the commit point
+        for local, final in (
+            (h5_tmp, fmt.shard_path(self.root, self.shard_id)),
+            (rejects_tmp, fmt.rejects_path(self.root, self.shard_id)),
+            (index_tmp, fmt.index_path(self.root, self.shard_id)),
+        ):  # the index last: the commit point
             with self._writing(final):
                 publish_file(local, final)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -379,8 +383,7 @@ def _create_chunked(h5: h5py.File, key: str, shape: tuple[int, ...], dtype) -> h
     checksum: a flipped bit on disk or in transit fails the read of that sample instead of feeding
     training a wrong tensor. Fletcher-32 is HDF5's own filter (no plugin a reader could lack) and
     costs one pass of additions per chunk (bench/bench_checksums.py)."""
-    return h5.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), fletcher32=True,
-                             track_times=False)
+    return h5.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), fletcher32=True, track_times=False)
 
 
 def _count_reasons(rejects: list[dict[str, Any]]) -> dict[str, int]:
@@ -406,9 +409,18 @@ class CorruptSampleError(OSError):
     Constructible from the message alone, as a DataLoader re-raises a worker's exception that way
     (the message still names everything then; the attributes are None)."""
 
-    def __init__(self, message: str, *, dataset: str | None = None, shard: int | None = None,
-                 row: int | None = None, sample_id: str | None = None, key: str | None = None,
-                 reason: str | None = None, also: tuple[tuple[int, str | None, str], ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None = None,
+        shard: int | None = None,
+        row: int | None = None,
+        sample_id: str | None = None,
+        key: str | None = None,
+        reason: str | None = None,
+        also: tuple[tuple[int, str | None, str], ...] = (),
+    ):
         super().__init__(message)
         self.dataset, self.shard, self.row, self.sample_id = dataset, shard, row, sample_id
         self.key, self.reason, self.also = key, reason, tuple(also)
@@ -449,8 +461,14 @@ class ShardReader:
     (``read_stored_rows``) re-reads row by row to name the bad rows. ``verify`` reads every chunk.
     """
 
-    def __init__(self, root: str | Path | Location, shard_id: int, cache: Any = None,
-                 catalog: dict[str, Any] | None = None, path: str | Path | None = None):
+    def __init__(
+        self,
+        root: str | Path | Location,
+        shard_id: int,
+        cache: Any = None,
+        catalog: dict[str, Any] | None = None,
+        path: str | Path | None = None,
+    ):
         self.root = as_location(root)
         self.shard_id = int(shard_id)
         self._pin = None
@@ -510,8 +528,13 @@ class ShardReader:
         # Dataset handles by group, looked up once: per-row reads then skip h5py's name resolution.
         if self._datasets is None:
             found: dict[str, list[tuple[str, h5py.Dataset]]] = {}
-            self._h5.visititems(lambda name, obj: found.setdefault(name.split("/", 1)[0], []).append((name, obj))
-                                if isinstance(obj, h5py.Dataset) else None)
+            self._h5.visititems(
+                lambda name, obj: (
+                    found.setdefault(name.split("/", 1)[0], []).append((name, obj))
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
             self._datasets = {g: sorted(items, key=lambda kv: kv[0]) for g, items in sorted(found.items())}
         return self._datasets
 
@@ -532,8 +555,9 @@ class ShardReader:
         for group in groups:
             for key, dset in datasets.get(group, ()):
                 if not 0 <= row < dset.shape[0]:
-                    raise IndexError(f"row {row} out of range for shard {self.shard_id} of {self.root} "
-                                     f"({dset.shape[0]} rows)")
+                    raise IndexError(
+                        f"row {row} out of range for shard {self.shard_id} of {self.root} ({dset.shape[0]} rows)"
+                    )
                 out[key] = self._read_row(key, dset, row, sample_id)
         return out
 
@@ -580,19 +604,30 @@ class ShardReader:
                 bad.append((int(r), _reason(dset, exc)))
         return bad
 
-    def corrupt_error(self, bad: list[tuple[int, str, str]],
-                      known_ids: dict[int, str | None] | None = None) -> CorruptSampleError:
+    def corrupt_error(
+        self, bad: list[tuple[int, str, str]], known_ids: dict[int, str | None] | None = None
+    ) -> CorruptSampleError:
         """The error naming ``bad`` rows ``(row, key, reason)``, the first one in the attributes."""
         bad = sorted(bad)
         ids = {r: (known_ids or {}).get(r) or self._sample_id(r) for r, _, _ in bad}
         row, key, reason = bad[0]
-        message = (f"corrupt data in {self.root} shard {fmt.shard_name(self.shard_id)} row {row} "
-                   f"(sample {ids[row] or 'unknown'}) {key}: {reason}")
+        message = (
+            f"corrupt data in {self.root} shard {fmt.shard_name(self.shard_id)} row {row} "
+            f"(sample {ids[row] or 'unknown'}) {key}: {reason}"
+        )
         also = [(r, ids[r], k) for r, k, _ in bad[1:]]
         if also:
             message += "; also " + ", ".join(f"row {r} (sample {s or 'unknown'}) {k}" for r, s, k in also)
-        return CorruptSampleError(message, dataset=str(self.root), shard=self.shard_id, row=row,
-                                  sample_id=ids[row], key=key, reason=reason, also=tuple(also))
+        return CorruptSampleError(
+            message,
+            dataset=str(self.root),
+            shard=self.shard_id,
+            row=row,
+            sample_id=ids[row],
+            key=key,
+            reason=reason,
+            also=tuple(also),
+        )
 
     def _sample_id(self, row: int) -> str | None:
         """The sample stored at ``row``, for error messages; None when the index cannot be read.
@@ -690,8 +725,9 @@ class ShardReaderPool:
     """The open ``ShardReader`` s of one consumer, at most ``max_open`` (least recently used closed
     first). Remote shards share one cache; ``catalog`` is read once, not per shard."""
 
-    def __init__(self, root: str | Path | Location, max_open: int = 16, cache: Any = None,
-                 catalog: dict[str, Any] | None = None):
+    def __init__(
+        self, root: str | Path | Location, max_open: int = 16, cache: Any = None, catalog: dict[str, Any] | None = None
+    ):
         from collections import OrderedDict
 
         self.root = as_location(root)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from storage.location import Location, as_location, is_remote
 
-
 SHARD_SHA256_KEY = "bindset.shard_sha256"
 SHARD_BYTES_KEY = "bindset.shard_bytes"
 

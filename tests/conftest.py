@@ -35,6 +35,7 @@ def pytest_configure(config):
 
 # -- a real S3 server on loopback (moto in server mode), started once per test session -------------
 
+
 class S3Server:
     """moto's S3 server on 127.0.0.1; the environment points every client (obstore, Polars, boto3)
     at it with dummy credentials, so nothing reaches the network."""
@@ -47,8 +48,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def new_bucket(self, prefix: str = "bindset") -> str:
         import uuid
@@ -65,8 +71,9 @@ class S3Server:
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         paginator = self.client().get_paginator("list_objects_v2")
-        return sorted(o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-                      for o in page.get("Contents", []))
+        return sorted(
+            o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])
+        )
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +109,7 @@ def s3_bucket(s3_server) -> str:
 
 # -- a two-node Ray cluster on loopback ------------------------------------------------------------
 
+
 def _free_port() -> int:
     import socket
 
@@ -110,8 +118,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None,
-                         worker_resources: dict | None = None):
+def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None, worker_resources: dict | None = None):
     """Head + one worker node on 127.0.0.1, the driver connected; yields the address.
 
     Each node is a ``ray start --block`` process this helper owns and stops by its pid (``ray stop``
@@ -140,19 +147,36 @@ def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None,
         ray_cli = str(Path(sys.executable).with_name("ray"))
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         port = _free_port()
-        common = ["--block", f"--num-cpus={cpus_per_node}", "--object-store-memory=100000000",
-                  "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+        common = [
+            "--block",
+            f"--num-cpus={cpus_per_node}",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+        ]
         extra = ["--resources", json.dumps(worker_resources)] if worker_resources else []
         procs: list[subprocess.Popen] = []
         if ray.is_initialized():
             ray.shutdown()
         try:
-            procs.append(subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                                           *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             wait_for_port(port, procs[0])
             worker = {**(worker_env if worker_env is not None else env), "RAY_AUTH_MODE": "disabled"}
-            procs.append(subprocess.Popen([ray_cli, "start", f"--address=127.0.0.1:{port}", *extra, *common],
-                                          env=worker, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [ray_cli, "start", f"--address=127.0.0.1:{port}", *extra, *common],
+                    env=worker,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             os.environ["RAY_AUTH_MODE"] = "disabled"
             address = f"127.0.0.1:{port}"
             ray.init(address=address, configure_logging=False, log_to_driver=False)

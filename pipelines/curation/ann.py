@@ -96,6 +96,7 @@ class IndexParams:
 
 # -- vectors --------------------------------------------------------------------------------------------
 
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """float32 rows of unit length (zero rows stay zero): cosine = inner product."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -142,7 +143,7 @@ def add_vectors(index, vectors: np.ndarray, first_id: int, chunk: int = 65_536) 
     import faiss
 
     for start in range(0, len(vectors), chunk):
-        block = np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32)
+        block = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
         if isinstance(index, faiss.IndexFlat):
             index.add(block)
         else:
@@ -173,12 +174,12 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, block: int = 25
     idx = np.empty((len(queries), k), np.int64)
     val = np.empty((len(queries), k), np.float32)
     for s in range(0, len(queries), block):
-        sims = queries[s:s + block] @ vectors.T
+        sims = queries[s : s + block] @ vectors.T
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         pv = np.take_along_axis(sims, part, axis=1)
         order = np.argsort(-pv, axis=1, kind="stable")
-        idx[s:s + block] = np.take_along_axis(part, order, axis=1)
-        val[s:s + block] = np.take_along_axis(pv, order, axis=1)
+        idx[s : s + block] = np.take_along_axis(part, order, axis=1)
+        val[s : s + block] = np.take_along_axis(pv, order, axis=1)
     return idx, val
 
 
@@ -215,8 +216,12 @@ def tune_nprobe(index, vectors: np.ndarray, params: IndexParams = IndexParams(),
         ms = (time.perf_counter() - started) * 1000 / len(queries)
         found = np.array([[i for i in row if i != q][:k] for row, q in zip(found, pick)])
         recall = recall_at(found, truth)
-        chosen = {"nprobe": nprobe, "recall_at_10": round(recall, 4), "index_ms_per_query": round(ms, 4),
-                  "exact_ms_per_query": round(exact_ms, 4)}
+        chosen = {
+            "nprobe": nprobe,
+            "recall_at_10": round(recall, 4),
+            "index_ms_per_query": round(ms, 4),
+            "exact_ms_per_query": round(exact_ms, 4),
+        }
         if recall >= params.target_recall or nprobe >= nlist:
             break
         nprobe *= 2
@@ -225,6 +230,7 @@ def tune_nprobe(index, vectors: np.ndarray, params: IndexParams = IndexParams(),
 
 
 # -- the store's files ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StoreFile:
@@ -246,11 +252,14 @@ def store_files(root: str | Path | Location, encoder_id: str) -> list[StoreFile]
         try:
             for batch in obstore.list(directory.store, prefix=f"{directory.key}/", chunk_size=1000):
                 for meta in batch:
-                    rel = meta["path"][len(directory.key) + 1:]
+                    rel = meta["path"][len(directory.key) + 1 :]
                     if "/" in rel or not rel.endswith(".parquet") or not rel[:-8].isdigit():
                         continue
-                    out.append(StoreFile(rel, int(meta["size"]), str(meta.get("e_tag") or meta["last_modified"]),
-                                         directory / rel))
+                    out.append(
+                        StoreFile(
+                            rel, int(meta["size"]), str(meta.get("e_tag") or meta["last_modified"]), directory / rel
+                        )
+                    )
         except Exception as exc:  # noqa: BLE001 - store errors become one readable line
             raise store_error(directory, exc) from exc
     elif Path(directory).is_dir():
@@ -280,6 +289,7 @@ def read_file_vectors(file: StoreFile, modality: str) -> tuple[list[str], np.nda
 
 
 # -- manifest and status ----------------------------------------------------------------------------------
+
 
 def index_dir(root: str | Path | Location, encoder_id: str) -> Location:
     return embedding_dir(root, encoder_id) / INDEX_DIR
@@ -321,16 +331,20 @@ class IndexStatus:
         if self.state != "stale":
             return self.state
         parts = []
-        for what, names in (("added", [f.name for f in self.added]), ("changed", self.changed),
-                            ("removed", self.removed)):
+        for what, names in (
+            ("added", [f.name for f in self.added]),
+            ("changed", self.changed),
+            ("removed", self.removed),
+        ):
             if names:
                 shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                 parts.append(f"{len(names)} store file(s) {what} since it was built ({shown})")
         return "stale: " + "; ".join(parts)
 
 
-def index_status(root: str | Path | Location, encoder_id: str, modality: str,
-                 files: list[StoreFile] | None = None) -> IndexStatus:
+def index_status(
+    root: str | Path | Location, encoder_id: str, modality: str, files: list[StoreFile] | None = None
+) -> IndexStatus:
     """Compare the manifest with a listing of the store. A file whose size matches but whose version
     (mtime/e-tag) does not is hashed: a copied dataset with new mtimes stays fresh."""
     manifest = read_manifest(root, encoder_id, modality)
@@ -354,6 +368,7 @@ def index_status(root: str | Path | Location, encoder_id: str, modality: str,
 
 # -- build ------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class IndexReport:
     action: str  # "built", "rebuilt", "extended", "up to date"
@@ -369,16 +384,20 @@ class IndexReport:
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def lines(self) -> list[str]:
-        line = (f"index {self.encoder_id}/{self.modality}: {self.action} ({self.kind}, {self.count} vectors, "
-                f"{self.added} added, {self.seconds:.1f} s)")
+        line = (
+            f"index {self.encoder_id}/{self.modality}: {self.action} ({self.kind}, {self.count} vectors, "
+            f"{self.added} added, {self.seconds:.1f} s)"
+        )
         out = [line]
         if self.reason:
             out.append(f"  why: {self.reason}")
         tune = self.manifest.get("tuning") or {}
         if self.nprobe:
-            out.append(f"  nprobe {self.nprobe} of {self.manifest.get('nlist')} lists: recall@10 {tune.get('recall_at_10')} "
-                       f"on the store's own vectors; {tune.get('index_ms_per_query')} ms/query vs exact "
-                       f"{tune.get('exact_ms_per_query')} ms/query")
+            out.append(
+                f"  nprobe {self.nprobe} of {self.manifest.get('nlist')} lists: recall@10 {tune.get('recall_at_10')} "
+                f"on the store's own vectors; {tune.get('index_ms_per_query')} ms/query vs exact "
+                f"{tune.get('exact_ms_per_query')} ms/query"
+            )
         return out
 
 
@@ -419,8 +438,13 @@ def _ids_bytes(sample_ids: Sequence[str]) -> bytes:
     return buf.getvalue()
 
 
-def build_index(root: str | Path | Location, encoder_id: str, modality: str,
-                params: IndexParams = IndexParams(), rebuild: bool = False) -> IndexReport:
+def build_index(
+    root: str | Path | Location,
+    encoder_id: str,
+    modality: str,
+    params: IndexParams = IndexParams(),
+    rebuild: bool = False,
+) -> IndexReport:
     """Build the index of one store column, or bring it up to date: files added since the last build
     are added to it (incremental); a changed or removed file, a different ``params``, or a store that
     outgrew the index (a Flat index past ``flat_below``, an IVF index past 16x the vectors its lists
@@ -440,9 +464,18 @@ def build_index(root: str | Path | Location, encoder_id: str, modality: str,
         if manifest is not None and manifest.get("params") != _params_record(params):
             rebuild, reason = True, "other index settings than the last build"
         if status.state == "fresh" and not rebuild:
-            return IndexReport("up to date", encoder_id, modality, manifest["count"], 0, manifest["kind"],
-                               manifest.get("nprobe"), (manifest.get("tuning") or {}).get("recall_at_10"),
-                               time.perf_counter() - started, manifest=manifest)
+            return IndexReport(
+                "up to date",
+                encoder_id,
+                modality,
+                manifest["count"],
+                0,
+                manifest["kind"],
+                manifest.get("nprobe"),
+                (manifest.get("tuning") or {}).get("recall_at_10"),
+                time.perf_counter() - started,
+                manifest=manifest,
+            )
         if status.state == "stale" and not status.appendable:
             rebuild, reason = True, status.describe()
         if status.appendable and not rebuild:
@@ -451,12 +484,24 @@ def build_index(root: str | Path | Location, encoder_id: str, modality: str,
             if manifest["kind"] == "Flat" and grown >= params.flat_below and params.nlist is None:
                 rebuild, reason = True, f"{grown} vectors outgrow an exact Flat index (flat_below={params.flat_below})"
             elif manifest["kind"] != "Flat" and grown > 16 * max(manifest.get("trained_on_count", 1), 1):
-                rebuild, reason = True, (f"{grown} vectors: over 16x the {manifest.get('trained_on_count')} its "
-                                         "lists were trained for")
+                rebuild, reason = (
+                    True,
+                    (f"{grown} vectors: over 16x the {manifest.get('trained_on_count')} its lists were trained for"),
+                )
             else:
                 return _extend(root, encoder_id, modality, params, manifest, status.added, new, started, lock)
-        return _full_build(root, encoder_id, modality, params, files, manifest, started, lock,
-                           "rebuilt" if manifest is not None else "built", reason)
+        return _full_build(
+            root,
+            encoder_id,
+            modality,
+            params,
+            files,
+            manifest,
+            started,
+            lock,
+            "rebuilt" if manifest is not None else "built",
+            reason,
+        )
     finally:
         lock.release()
 
@@ -493,36 +538,85 @@ def _full_build(root, encoder_id, modality, params, files, old_manifest, started
     tuning = tune_nprobe(index, vectors, params) if params.nprobe is None else {"nprobe": params.nprobe}
     set_nprobe(index, tuning.get("nprobe"))
     manifest = {
-        "format": INDEX_FORMAT, "encoder_id": encoder_id, "modality": modality, "metric": "cosine",
-        "dim": int(vectors.shape[1]), "kind": _kind(index, params), "nlist": index_nlist(index) or None,
-        "nprobe": tuning.get("nprobe"), "tuning": tuning, "params": _params_record(params),
-        "trained_on_count": len(ids), "train_seconds": round(train_s, 3),
+        "format": INDEX_FORMAT,
+        "encoder_id": encoder_id,
+        "modality": modality,
+        "metric": "cosine",
+        "dim": int(vectors.shape[1]),
+        "kind": _kind(index, params),
+        "nlist": index_nlist(index) or None,
+        "nprobe": tuning.get("nprobe"),
+        "tuning": tuning,
+        "params": _params_record(params),
+        "trained_on_count": len(ids),
+        "train_seconds": round(train_s, 3),
     }
-    return _commit(root, encoder_id, modality, index, ids, records, manifest, old_manifest, started, action,
-                   len(ids), reason, lock)
+    return _commit(
+        root, encoder_id, modality, index, ids, records, manifest, old_manifest, started, action, len(ids), reason, lock
+    )
 
 
 def _extend(root, encoder_id, modality, params, manifest, added_files, new, started, lock) -> IndexReport:
     ids_new, vectors, records = new
     base = manifest["count"]
     index = _read_index_file(index_dir(root, encoder_id) / manifest["index_file"])
-    old_ids = pl.read_parquet(io.BytesIO((index_dir(root, encoder_id) / manifest["ids_file"]).read_bytes()))["sample_id"].to_list()
+    old_ids = pl.read_parquet(io.BytesIO((index_dir(root, encoder_id) / manifest["ids_file"]).read_bytes()))[
+        "sample_id"
+    ].to_list()
     if len(old_ids) != base or index.ntotal != base:
         # The committed files disagree with their manifest: never extend a broken index.
         files = store_files(root, encoder_id)
-        return _full_build(root, encoder_id, modality, params, files, manifest, started, lock, "rebuilt",
-                           "index files do not match their manifest")
+        return _full_build(
+            root,
+            encoder_id,
+            modality,
+            params,
+            files,
+            manifest,
+            started,
+            lock,
+            "rebuilt",
+            "index files do not match their manifest",
+        )
     if ids_new:
         if vectors.shape[1] != manifest["dim"]:
             raise ValueError(f"new store files hold {vectors.shape[1]}-d vectors; the index holds {manifest['dim']}-d")
         lock.check()
         add_vectors(index, vectors, base)
     set_nprobe(index, manifest.get("nprobe"))
-    new_manifest = {k: v for k, v in manifest.items()
-                    if k not in ("files", "count", "generation", "index_file", "ids_file", "index_sha256",
-                                 "index_size", "ids_sha256", "built_at", "faiss_version", "seconds")}
-    return _commit(root, encoder_id, modality, index, old_ids + ids_new, manifest["files"] + records, new_manifest,
-                   manifest, started, "extended", len(ids_new), "", lock)
+    new_manifest = {
+        k: v
+        for k, v in manifest.items()
+        if k
+        not in (
+            "files",
+            "count",
+            "generation",
+            "index_file",
+            "ids_file",
+            "index_sha256",
+            "index_size",
+            "ids_sha256",
+            "built_at",
+            "faiss_version",
+            "seconds",
+        )
+    }
+    return _commit(
+        root,
+        encoder_id,
+        modality,
+        index,
+        old_ids + ids_new,
+        manifest["files"] + records,
+        new_manifest,
+        manifest,
+        started,
+        "extended",
+        len(ids_new),
+        "",
+        lock,
+    )
 
 
 def _kind(index, params: IndexParams) -> str:
@@ -530,8 +624,9 @@ def _kind(index, params: IndexParams) -> str:
     return f"IVF{nlist},{_FACTORY_CODES[params.quantization]}" if nlist else "Flat"
 
 
-def _commit(root, encoder_id, modality, index, ids, records, manifest, old_manifest, started, action, added,
-            reason, lock) -> IndexReport:
+def _commit(
+    root, encoder_id, modality, index, ids, records, manifest, old_manifest, started, action, added, reason, lock
+) -> IndexReport:
     import faiss
 
     directory = index_dir(root, encoder_id)
@@ -544,20 +639,45 @@ def _commit(root, encoder_id, modality, index, ids, records, manifest, old_manif
     ids_data = _ids_bytes(ids)
     write_bytes_atomic(ids_file, ids_data)
     manifest = {
-        **manifest, "count": len(ids), "generation": generation, "index_file": index_file.name,
-        "ids_file": ids_file.name, "index_sha256": index_sha, "index_size": index_size,
-        "ids_sha256": _sha256(ids_data), "files": sorted(records, key=lambda r: r["name"]),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "faiss_version": faiss.__version__,
+        **manifest,
+        "count": len(ids),
+        "generation": generation,
+        "index_file": index_file.name,
+        "ids_file": ids_file.name,
+        "index_sha256": index_sha,
+        "index_size": index_size,
+        "ids_sha256": _sha256(ids_data),
+        "files": sorted(records, key=lambda r: r["name"]),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "faiss_version": faiss.__version__,
         "seconds": round(time.perf_counter() - started, 3),
     }
     lock.check()
     write_bytes_atomic(manifest_path(root, encoder_id, modality), json.dumps(manifest, indent=2).encode() + b"\n")
-    _drop_old_generations(directory, modality, keep={index_file.name, ids_file.name,
-                                                     (old_manifest or {}).get("index_file"),
-                                                     (old_manifest or {}).get("ids_file")})
+    _drop_old_generations(
+        directory,
+        modality,
+        keep={
+            index_file.name,
+            ids_file.name,
+            (old_manifest or {}).get("index_file"),
+            (old_manifest or {}).get("ids_file"),
+        },
+    )
     tuning = manifest.get("tuning") or {}
-    return IndexReport(action, encoder_id, modality, len(ids), added, manifest["kind"], manifest.get("nprobe"),
-                       tuning.get("recall_at_10"), time.perf_counter() - started, reason, manifest)
+    return IndexReport(
+        action,
+        encoder_id,
+        modality,
+        len(ids),
+        added,
+        manifest["kind"],
+        manifest.get("nprobe"),
+        tuning.get("recall_at_10"),
+        time.perf_counter() - started,
+        reason,
+        manifest,
+    )
 
 
 def _drop_old_generations(directory: Location, modality: str, keep: set) -> None:
@@ -573,6 +693,7 @@ def _drop_old_generations(directory: Location, modality: str, keep: set) -> None
 
 # -- load and search ---------------------------------------------------------------------------------------
 
+
 class AnnIndex:
     """A loaded index: ``search(queries, k)`` -> ``(sample_ids per query, scores [Q,k'])``."""
 
@@ -585,8 +706,9 @@ class AnnIndex:
         return len(self.sample_ids)
 
     @classmethod
-    def load(cls, root: str | Path | Location, encoder_id: str, modality: str,
-             manifest: dict[str, Any] | None = None) -> "AnnIndex":
+    def load(
+        cls, root: str | Path | Location, encoder_id: str, modality: str, manifest: dict[str, Any] | None = None
+    ) -> "AnnIndex":
         manifest = manifest or read_manifest(root, encoder_id, modality)
         if manifest is None:
             raise FileNotFoundError(f"no index for {encoder_id}/{modality} in {as_location(root)} (run bindset index)")
@@ -597,8 +719,10 @@ class AnnIndex:
             raise ValueError(f"{directory / manifest['ids_file']} does not match its manifest")
         ids = pl.read_parquet(io.BytesIO(ids_data))["sample_id"].to_list()
         if index.ntotal != len(ids) or len(ids) != manifest["count"]:
-            raise ValueError(f"index {directory / manifest['index_file']} holds {index.ntotal} vectors, its manifest "
-                             f"{manifest['count']}: rebuild it (bindset index --rebuild)")
+            raise ValueError(
+                f"index {directory / manifest['index_file']} holds {index.ntotal} vectors, its manifest "
+                f"{manifest['count']}: rebuild it (bindset index --rebuild)"
+            )
         set_nprobe(index, manifest.get("nprobe"))
         return cls(index, ids, manifest)
 
@@ -632,9 +756,12 @@ def load_fresh_index(root: str | Path | Location, encoder_id: str, modality: str
         return None
     if not status.fresh:
         if warn:
-            warnings.warn(f"the index of {encoder_id}/{modality} is {status.describe()}; searching exactly "
-                          f"instead (run: bindset index {root} --encoder {encoder_id} --modality {modality})",
-                          IndexStaleWarning, stacklevel=3)
+            warnings.warn(
+                f"the index of {encoder_id}/{modality} is {status.describe()}; searching exactly "
+                f"instead (run: bindset index {root} --encoder {encoder_id} --modality {modality})",
+                IndexStaleWarning,
+                stacklevel=3,
+            )
         return None
     key = (str(root), encoder_id, modality, status.manifest["index_sha256"])
     if key in _LOADED:
@@ -644,8 +771,11 @@ def load_fresh_index(root: str | Path | Location, encoder_id: str, modality: str
         loaded = AnnIndex.load(root, encoder_id, modality, status.manifest)
     except (OSError, ValueError, RuntimeError) as exc:
         if warn:
-            warnings.warn(f"the index of {encoder_id}/{modality} cannot be read ({exc}); searching exactly instead",
-                          IndexStaleWarning, stacklevel=3)
+            warnings.warn(
+                f"the index of {encoder_id}/{modality} cannot be read ({exc}); searching exactly instead",
+                IndexStaleWarning,
+                stacklevel=3,
+            )
         return None
     _LOADED[key] = loaded
     while len(_LOADED) > 2:
@@ -653,8 +783,14 @@ def load_fresh_index(root: str | Path | Location, encoder_id: str, modality: str
     return loaded
 
 
-def search_index(root: str | Path | Location, encoder_id: str, modality: str, queries: np.ndarray, k: int = 10,
-                 nprobe: int | None = None) -> tuple[list[list[str]], np.ndarray] | None:
+def search_index(
+    root: str | Path | Location,
+    encoder_id: str,
+    modality: str,
+    queries: np.ndarray,
+    k: int = 10,
+    nprobe: int | None = None,
+) -> tuple[list[list[str]], np.ndarray] | None:
     """Top-k by the store's index, or None when there is no usable index (see ``load_fresh_index``)."""
     index = load_fresh_index(root, encoder_id, modality)
     if index is None:
@@ -662,6 +798,23 @@ def search_index(root: str | Path | Location, encoder_id: str, modality: str, qu
     return index.search(queries, k, nprobe)
 
 
-__all__ = ["AnnIndex", "IndexParams", "IndexReport", "IndexStaleWarning", "IndexStatus", "QUANTIZATIONS",
-           "build_index", "default_nlist", "exact_topk", "index_status", "load_fresh_index", "make_index",
-           "read_manifest", "recall_at", "search_index", "store_files", "train_index", "tune_nprobe"]
+__all__ = [
+    "AnnIndex",
+    "IndexParams",
+    "IndexReport",
+    "IndexStaleWarning",
+    "IndexStatus",
+    "QUANTIZATIONS",
+    "build_index",
+    "default_nlist",
+    "exact_topk",
+    "index_status",
+    "load_fresh_index",
+    "make_index",
+    "read_manifest",
+    "recall_at",
+    "search_index",
+    "store_files",
+    "train_index",
+    "tune_nprobe",
+]

@@ -60,6 +60,7 @@ class Unreadable(Exception):
 
 # -- exact: content hashes --------------------------------------------------------------------------------
 
+
 class _FileCache:
     """The last few decoded media files: consecutive samples of one video or IMU file decode it once."""
 
@@ -142,8 +143,9 @@ def hash_sample(row: dict[str, Any], config, cache: _FileCache | None = None) ->
             from preprocess.decode import decode_audio_on_video_clock
 
             path = local("uri_audio")
-            wave, rate = cache.get(("audio", str(path), path.stat().st_mtime_ns),
-                                   lambda: decode_audio_on_video_clock(path))
+            wave, rate = cache.get(
+                ("audio", str(path), path.stat().st_mtime_ns), lambda: decode_audio_on_video_clock(path)
+            )
             w0, w1 = _window(row, duration)
             a, b = int(round(w0 * rate)), (wave.shape[1] if w1 == float("inf") else int(round(w1 * rate)))
             h.update(f"audio-rate|{rate}|".encode())
@@ -208,23 +210,26 @@ def content_hashes(root: str | Path | Location, threads: int = 4, progress: bool
         return out
 
     # Consecutive rows stay together (they often share a media file, decoded once per chunk).
-    chunks = [rows[s:s + 64] for s in range(0, len(rows), 64)]
+    chunks = [rows[s : s + 64] for s in range(0, len(rows), 64)]
     results: list[tuple[str, str | None, str | None]] = []
     from tqdm.auto import tqdm
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
-            tqdm(total=len(rows), desc="content hashes", unit="sample", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, threads)) as pool,
+        tqdm(total=len(rows), desc="content hashes", unit="sample", disable=not progress) as bar,
+    ):
         for part in pool.map(one, chunks):
             results += part
             bar.update(len(part))
-    return pl.DataFrame(results, schema={"sample_id": pl.Utf8, "content_hash": pl.Utf8, "error": pl.Utf8},
-                        orient="row")
+    return pl.DataFrame(results, schema={"sample_id": pl.Utf8, "content_hash": pl.Utf8, "error": pl.Utf8}, orient="row")
 
 
 # -- near: embedding pairs ------------------------------------------------------------------------------------
 
-def store_vectors(root: str | Path | Location, encoder_id: str, modalities: Sequence[str] | None,
-                  sample_ids: Sequence[str]) -> dict[str, np.ndarray]:
+
+def store_vectors(
+    root: str | Path | Location, encoder_id: str, modalities: Sequence[str] | None, sample_ids: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Normalized vectors per modality aligned with ``sample_ids`` (NaN rows where a sample has none)."""
     from pipelines.curation.ann import normalize
     from storage.embeddings import scan_embeddings
@@ -252,8 +257,9 @@ def store_vectors(root: str | Path | Location, encoder_id: str, modalities: Sequ
     return out
 
 
-def near_duplicate_pairs(vectors: dict[str, np.ndarray], threshold: float | dict[str, float],
-                         **options: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+def near_duplicate_pairs(
+    vectors: dict[str, np.ndarray], threshold: float | dict[str, float], **options: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Pairs ``i < j`` near in every modality both hold (and holding the same compared modalities),
     with their similarity (the minimum over modalities). Candidates come from one modality per
     partition of samples (those whose first held modality is it), then every other is checked."""
@@ -298,6 +304,7 @@ def near_duplicate_pairs(vectors: dict[str, np.ndarray], threshold: float | dict
 
 # -- groups and the table ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DedupReport:
     name: str
@@ -312,20 +319,26 @@ class DedupReport:
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def lines(self) -> list[str]:
-        out = [f"dedup table {self.path}",
-               f"samples: {self.samples}  duplicate groups: {self.groups}  left out: {self.dropped} "
-               f"(exact {self.exact_dropped}, near {self.near_dropped})  kept: {self.samples - self.dropped} "
-               f"({self.seconds:.1f} s)"]
+        out = [
+            f"dedup table {self.path}",
+            f"samples: {self.samples}  duplicate groups: {self.groups}  left out: {self.dropped} "
+            f"(exact {self.exact_dropped}, near {self.near_dropped})  kept: {self.samples - self.dropped} "
+            f"({self.seconds:.1f} s)",
+        ]
         if self.unreadable:
             out.append(f"  {self.unreadable} samples could not be read for their content hash (not exact-deduplicated)")
         if self.meta.get("encoder_id"):
-            out.append(f"  near duplicates: {self.meta['encoder_id']} {self.meta['modalities']} cosine >= "
-                       f"{self.meta['threshold']} ({self.meta.get('pair_method')})")
+            out.append(
+                f"  near duplicates: {self.meta['encoder_id']} {self.meta['modalities']} cosine >= "
+                f"{self.meta['threshold']} ({self.meta.get('pair_method')})"
+            )
         out.append(f"  use it: ShardDataset(..., dedup={self.name!r}); bindset export ... --dedup {self.name}")
         return out
 
 
-def _representatives(labels: np.ndarray, sample_ids: list[str], score: np.ndarray | None, prefer_max: bool) -> np.ndarray:
+def _representatives(
+    labels: np.ndarray, sample_ids: list[str], score: np.ndarray | None, prefer_max: bool
+) -> np.ndarray:
     """Index of the representative of each node's group (rule in the module doc)."""
     n = len(labels)
     # Sample ids are sorted, so position order is id order: the first position per group is the lowest id.
@@ -354,16 +367,31 @@ def _keep_scores(root, sample_ids: list[str], keep: str) -> tuple[np.ndarray | N
     lf = scan_index(root)
     if column not in lf.collect_schema().names():
         raise ValueError(f"keep rule {keep!r}: the index has no column {column!r}")
-    frame = (pl.DataFrame({"sample_id": sample_ids}).with_row_index("_pos")
-             .join(lf.select("sample_id", pl.col(column).cast(pl.Float64)).unique("sample_id", keep="last").collect(),
-                   on="sample_id", how="left").sort("_pos"))
+    frame = (
+        pl.DataFrame({"sample_id": sample_ids})
+        .with_row_index("_pos")
+        .join(
+            lf.select("sample_id", pl.col(column).cast(pl.Float64)).unique("sample_id", keep="last").collect(),
+            on="sample_id",
+            how="left",
+        )
+        .sort("_pos")
+    )
     return frame[column].fill_null(float("nan")).to_numpy(), direction == "max"
 
 
-def dedup_dataset(root: str | Path | Location, name: str = "default", encoder_id: str | None = None,
-                  modalities: Sequence[str] | None = None, threshold: float | dict[str, float] = 0.95,
-                  exact: bool = True, keep: str = "lowest-id", threads: int = 4, progress: bool = False,
-                  **pair_options: Any) -> DedupReport:
+def dedup_dataset(
+    root: str | Path | Location,
+    name: str = "default",
+    encoder_id: str | None = None,
+    modalities: Sequence[str] | None = None,
+    threshold: float | dict[str, float] = 0.95,
+    exact: bool = True,
+    keep: str = "lowest-id",
+    threads: int = 4,
+    progress: bool = False,
+    **pair_options: Any,
+) -> DedupReport:
     """Find exact (``exact``) and near (``encoder_id``) duplicates and write ``dedup/<name>.parquet``
     (module doc). ``pair_options`` go to ``neardup.near_pairs`` (``exact_below``, ``nlist``, ``probes``)."""
     from pipelines.curation.neardup import connected_groups
@@ -422,27 +450,50 @@ def dedup_dataset(root: str | Path | Location, name: str = "default", encoder_id
     reason = np.where(~in_group, "unique", np.where(kept, "representative", np.where(same_hash, "exact", "near")))
     # Group numbers follow the representatives' sample_id order.
     rep_order = {r: g for g, r in enumerate(sorted(set(rep.tolist())))}
-    frame = pl.DataFrame({
-        "sample_id": sample_ids,
-        "group": [rep_order[r] for r in rep.tolist()],
-        "kept": kept,
-        "reason": reason.tolist(),
-        "similarity": pl.Series(similarity).fill_nan(None),
-        "representative": [sample_ids[r] for r in rep.tolist()],
-    })
+    frame = pl.DataFrame(
+        {
+            "sample_id": sample_ids,
+            "group": [rep_order[r] for r in rep.tolist()],
+            "kept": kept,
+            "reason": reason.tolist(),
+            "similarity": pl.Series(similarity).fill_nan(None),
+            "representative": [sample_ids[r] for r in rep.tolist()],
+        }
+    )
     dropped = int((~kept).sum())
     exact_dropped = int(((~kept) & (reason == "exact")).sum())
     meta = {
-        "name": name, "exact": exact, "encoder_id": encoder_id, "modalities": list(vectors) if vectors else [],
-        "threshold": threshold, "keep": keep, "samples": n, "groups": int((sizes > 1).sum()), "dropped": dropped,
-        "exact_dropped": exact_dropped, "near_dropped": dropped - exact_dropped, "unreadable": unreadable,
-        "pair_method": ", ".join(f"{s.timings.get('modality')}: {s.method}"
-                                 + (f" (nlist {s.nlist}, probes {s.probes})" if s.nlist else "") for s in pair_stats),
+        "name": name,
+        "exact": exact,
+        "encoder_id": encoder_id,
+        "modalities": list(vectors) if vectors else [],
+        "threshold": threshold,
+        "keep": keep,
+        "samples": n,
+        "groups": int((sizes > 1).sum()),
+        "dropped": dropped,
+        "exact_dropped": exact_dropped,
+        "near_dropped": dropped - exact_dropped,
+        "unreadable": unreadable,
+        "pair_method": ", ".join(
+            f"{s.timings.get('modality')}: {s.method}" + (f" (nlist {s.nlist}, probes {s.probes})" if s.nlist else "")
+            for s in pair_stats
+        ),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = write_dedup(root, name, frame, meta)
-    return DedupReport(name, path, n, meta["groups"], dropped, exact_dropped, dropped - exact_dropped, unreadable,
-                       time.perf_counter() - started, meta)
+    return DedupReport(
+        name,
+        path,
+        n,
+        meta["groups"],
+        dropped,
+        exact_dropped,
+        dropped - exact_dropped,
+        unreadable,
+        time.perf_counter() - started,
+        meta,
+    )
 
 
 def kept_sample_ids(root: str | Path | Location, name: str) -> set[str] | None:
@@ -454,5 +505,15 @@ def kept_sample_ids(root: str | Path | Location, name: str) -> set[str] | None:
     return {s for s in scan_index(root).select("sample_id").collect()["sample_id"].to_list() if s not in dropped}
 
 
-__all__ = ["KEEP_RULES", "DedupReport", "Unreadable", "content_hashes", "dedup_dataset", "hash_sample",
-           "kept_sample_ids", "near_duplicate_pairs", "store_vectors", "stored_rows"]
+__all__ = [
+    "KEEP_RULES",
+    "DedupReport",
+    "Unreadable",
+    "content_hashes",
+    "dedup_dataset",
+    "hash_sample",
+    "kept_sample_ids",
+    "near_duplicate_pairs",
+    "store_vectors",
+    "stored_rows",
+]

@@ -53,8 +53,10 @@ class ExportReport:
 
     def lines(self) -> list[str]:
         rate = self.samples / self.seconds if self.seconds > 0 else 0.0
-        out = [f"exported {self.samples} samples to {len(self.tars)} tar shards in {self.out} "
-               f"({self.bytes_written / 1e6:.1f} MB, {self.seconds:.1f} s, {rate:.1f} samples/s)"]
+        out = [
+            f"exported {self.samples} samples to {len(self.tars)} tar shards in {self.out} "
+            f"({self.bytes_written / 1e6:.1f} MB, {self.seconds:.1f} s, {rate:.1f} samples/s)"
+        ]
         if self.meta.get("dedup"):
             out.append(f"  dedup table {self.meta['dedup']!r}: {self.skipped_duplicates} duplicates left out")
         out.append(f"  read it: webdataset.WebDataset({str(self.out / self.meta['pattern'])!r}).decode()")
@@ -97,18 +99,29 @@ def _prepare_out(out: Location, overwrite: bool) -> list[Location]:
     tars = list_files(out, ".tar")
     if previous or tars:
         if not overwrite:
-            raise FileExistsError(f"{out} already holds an export ({len(tars)} tar files); pass --overwrite "
-                                  "to replace it, or choose another --out")
+            raise FileExistsError(
+                f"{out} already holds an export ({len(tars)} tar files); pass --overwrite "
+                "to replace it, or choose another --out"
+            )
         return tars
     if not is_remote(out):
         Path(out).mkdir(parents=True, exist_ok=True)
     return []
 
 
-def export_webdataset(root: str | Path | Location, out: str | Path | Location, *, dedup: str | None = None,
-                      shard_size: int = 1000, modalities: Sequence[str] | None = None,
-                      split: str | Sequence[str] | None = None, embeddings: str | None = None,
-                      prefix: str = "shard", overwrite: bool = False, progress: bool = False) -> ExportReport:
+def export_webdataset(
+    root: str | Path | Location,
+    out: str | Path | Location,
+    *,
+    dedup: str | None = None,
+    shard_size: int = 1000,
+    modalities: Sequence[str] | None = None,
+    split: str | Sequence[str] | None = None,
+    embeddings: str | None = None,
+    prefix: str = "shard",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> ExportReport:
     """Write the dataset's samples (optionally deduplicated, one split, some modalities) as tar
     shards of ``shard_size`` samples (module doc)."""
     from storage import scan_index
@@ -122,10 +135,33 @@ def export_webdataset(root: str | Path | Location, out: str | Path | Location, *
     root = as_location(root)
     out = as_location(out)
     old_tars = _prepare_out(out, overwrite)
-    dataset = ShardDataset(root, modalities=modalities, split=split, shuffle=False, train=False,
-                           embeddings=embeddings, rank=0, world_size=1, granularity="shard", dedup=dedup)
-    every = ShardDataset(root, modalities=modalities, split=split, shuffle=False, train=False,
-                         embeddings=embeddings, rank=0, world_size=1, granularity="shard") if dedup else None
+    dataset = ShardDataset(
+        root,
+        modalities=modalities,
+        split=split,
+        shuffle=False,
+        train=False,
+        embeddings=embeddings,
+        rank=0,
+        world_size=1,
+        granularity="shard",
+        dedup=dedup,
+    )
+    every = (
+        ShardDataset(
+            root,
+            modalities=modalities,
+            split=split,
+            shuffle=False,
+            train=False,
+            embeddings=embeddings,
+            rank=0,
+            world_size=1,
+            granularity="shard",
+        )
+        if dedup
+        else None
+    )
     index = scan_index(root).unique("sample_id", keep="last").collect()
     rows = {r["sample_id"]: r for r in index.iter_rows(named=True)}
     n = dataset.num_samples
@@ -153,36 +189,66 @@ def export_webdataset(root: str | Path | Location, out: str | Path | Location, *
                             _add_member(tar, member, _npy(sample[key].numpy()))
                             members.append(member)
                         meta = {k: v for k, v in rows.get(sid, {"sample_id": sid}).items() if v is not None}
-                        _add_member(tar, f"{sid}.json", json.dumps(meta, sort_keys=True, default=_json_default).encode())
+                        _add_member(
+                            tar, f"{sid}.json", json.dumps(meta, sort_keys=True, default=_json_default).encode()
+                        )
                         members.append(f"{sid}.json")
                         row = rows.get(sid, {})
-                        listing.append({"sample_id": sid, "tar": name, "key": sid, "members": members,
-                                        "position": position, "shard": row.get("shard"), "row": row.get("row")})
+                        listing.append(
+                            {
+                                "sample_id": sid,
+                                "tar": name,
+                                "key": sid,
+                                "members": members,
+                                "position": position,
+                                "shard": row.get("shard"),
+                                "row": row.get("row"),
+                            }
+                        )
                         bar.update(1)
                 size = local.stat().st_size
                 digest = _sha256_file(local)
                 publish_file(local, out / name)
                 written += size
-                tar_records.append({"name": name, "size": size, "sha256": digest,
-                                     "samples": min(shard_size, n - t * shard_size)})
+                tar_records.append(
+                    {"name": name, "size": size, "sha256": digest, "samples": min(shard_size, n - t * shard_size)}
+                )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for stale in old_tars:
         if stale.name not in names:
             stale.unlink(missing_ok=True)
-    frame = pl.DataFrame(listing, schema={"sample_id": pl.Utf8, "tar": pl.Utf8, "key": pl.Utf8,
-                                          "members": pl.List(pl.Utf8), "position": pl.Int64, "shard": pl.Int64,
-                                          "row": pl.Int64})
+    frame = pl.DataFrame(
+        listing,
+        schema={
+            "sample_id": pl.Utf8,
+            "tar": pl.Utf8,
+            "key": pl.Utf8,
+            "members": pl.List(pl.Utf8),
+            "position": pl.Int64,
+            "shard": pl.Int64,
+            "row": pl.Int64,
+        },
+    )
     buf = io.BytesIO()
     frame.write_parquet(buf)
     write_bytes_atomic(out / LISTING_FILE, buf.getvalue())
-    pattern = (f"{prefix}-{{{0:0{digits}d}..{count - 1:0{digits}d}}}.tar" if count > 1 else
-               (names[0] if names else ""))
+    pattern = f"{prefix}-{{{0:0{digits}d}..{count - 1:0{digits}d}}}.tar" if count > 1 else (names[0] if names else "")
     skipped = (every.num_samples - n) if every is not None else 0
-    meta = {"format": "webdataset", "dataset": str(root), "dedup": dedup, "modalities": list(modalities or []),
-            "split": split, "embeddings": embeddings, "samples": n, "skipped_duplicates": skipped,
-            "shard_size": shard_size, "pattern": pattern, "tars": tar_records,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "format": "webdataset",
+        "dataset": str(root),
+        "dedup": dedup,
+        "modalities": list(modalities or []),
+        "split": split,
+        "embeddings": embeddings,
+        "samples": n,
+        "skipped_duplicates": skipped,
+        "shard_size": shard_size,
+        "pattern": pattern,
+        "tars": tar_records,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_bytes_atomic(out / EXPORT_FILE, json.dumps(meta, indent=2, default=str).encode() + b"\n")
     return ExportReport(out, n, names, written, time.perf_counter() - started, skipped, meta)
 

@@ -43,7 +43,7 @@ def _block_pairs(x: np.ndarray, threshold: float, block: int, ids: np.ndarray | 
     out_i, out_j, out_s = [], [], []
     compared = 0
     for start in range(0, n, block):
-        rows = x[start:start + block]
+        rows = x[start : start + block]
         sims = rows @ x[start:].T  # only columns from `start` on: the upper triangle and its diagonal block
         compared += sims.size
         diagonal = np.arange(len(rows))
@@ -63,12 +63,27 @@ def _block_pairs(x: np.ndarray, threshold: float, block: int, ids: np.ndarray | 
     if not out_i:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32), compared
-    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64), np.concatenate(out_s), compared
+    return (
+        np.concatenate(out_i).astype(np.int64),
+        np.concatenate(out_j).astype(np.int64),
+        np.concatenate(out_s),
+        compared,
+    )
 
 
-def near_pairs(vectors: np.ndarray, threshold: float, *, exact_below: int = 16_384, nlist: int | None = None,
-               probes: int = 8, block: int = 2048, train_per_cell: int = 10, niter: int = 8, seed: int = 0,
-               stats: PairStats | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def near_pairs(
+    vectors: np.ndarray,
+    threshold: float,
+    *,
+    exact_below: int = 16_384,
+    nlist: int | None = None,
+    probes: int = 8,
+    block: int = 2048,
+    train_per_cell: int = 10,
+    niter: int = 8,
+    seed: int = 0,
+    stats: PairStats | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, similarity)`` of the pairs ``i < j`` with cosine >= ``threshold`` among unit-length
     rows of ``vectors`` (see the module doc for the method). Pairs come out unique."""
     started = time.perf_counter()
@@ -91,15 +106,23 @@ def near_pairs(vectors: np.ndarray, threshold: float, *, exact_below: int = 16_3
     rng = np.random.default_rng(seed)
     size = min(n, max(nlist * train_per_cell, nlist))
     sample = x if size >= n else x[np.sort(rng.choice(n, size, replace=False))]
-    km = faiss.Kmeans(x.shape[1], nlist, niter=niter, seed=seed, spherical=True,
-                      max_points_per_centroid=max(train_per_cell, 1), min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(
+        x.shape[1],
+        nlist,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        max_points_per_centroid=max(train_per_cell, 1),
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     km.train(np.ascontiguousarray(sample))
     t1 = time.perf_counter()
     quantizer = faiss.IndexFlatIP(x.shape[1])
     quantizer.add(km.centroids)
     cells = np.empty((n, probes), np.int64)
     for start in range(0, n, 65_536):
-        _, cells[start:start + 65_536] = quantizer.search(x[start:start + 65_536], probes)
+        _, cells[start : start + 65_536] = quantizer.search(x[start : start + 65_536], probes)
     t2 = time.perf_counter()
     # Members: each vector in its nearest cell. Visitors: each vector in each of its `probes` cells.
     primary = cells[:, 0]
@@ -113,13 +136,13 @@ def near_pairs(vectors: np.ndarray, threshold: float, *, exact_below: int = 16_3
     out_i, out_j, out_s = [], [], []
     compared = 0
     for c in range(nlist):
-        m = members[member_bounds[c]:member_bounds[c + 1]]
-        v = visitors[visitor_bounds[c]:visitor_bounds[c + 1]]
+        m = members[member_bounds[c] : member_bounds[c + 1]]
+        v = visitors[visitor_bounds[c] : visitor_bounds[c + 1]]
         if len(m) == 0 or len(v) < 1:
             continue
         xm = x[m]
         for start in range(0, len(v), block):
-            vb = v[start:start + block]
+            vb = v[start : start + block]
             sims = x[vb] @ xm.T
             compared += sims.size
             rows = np.flatnonzero(sims.max(axis=1) >= threshold)  # few rows hold a pair: look only there

@@ -32,15 +32,22 @@ class Executor(ABC):
     in_process: bool = False
 
     @abstractmethod
-    def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
-                   on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
+    def run_shards(
+        self, root: Path, specs: list[ShardSpec], config: BuildConfig, on_sample: Callable[[int], None] | None = None
+    ) -> Iterator[ShardSummary]:
         """Build every spec, yielding each summary as its shard commits (any order);
         ``on_sample(n)`` advances progress by ``n`` samples."""
 
     @abstractmethod
-    def map_on_workers(self, factory: WorkerFactory, method: str, items: Iterable[Any],
-                       workers: int | None = None, gpus_per_worker: float | None = None,
-                       cpus_per_worker: float = 1.0) -> Iterator[tuple[Any, Any]]:
+    def map_on_workers(
+        self,
+        factory: WorkerFactory,
+        method: str,
+        items: Iterable[Any],
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        cpus_per_worker: float = 1.0,
+    ) -> Iterator[tuple[Any, Any]]:
         """Call ``factory()`` once per worker, then ``worker.<method>(item)`` for every item, each item
         on exactly one worker; yields ``(item, result)`` as results arrive (any order).
 

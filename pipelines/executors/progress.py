@@ -20,8 +20,7 @@ class ShardProgress:
     def __enter__(self) -> "ShardProgress":
         if self.enabled:
             self._shards = tqdm(total=self.total_shards, desc="shards", unit="shard", position=0, file=sys.stderr)
-            self._samples = tqdm(total=self.total_samples, desc="samples", unit="sample", position=1,
-                                 file=sys.stderr)
+            self._samples = tqdm(total=self.total_samples, desc="samples", unit="sample", position=1, file=sys.stderr)
         return self
 
     def sample(self, n: int = 1) -> None:

@@ -120,9 +120,15 @@ def _actor_failure(exc: BaseException) -> str:
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, address: str | None = None, max_in_flight: int | None = None,
-                 max_retries: int = 3, num_cpus_per_task: float = 1.0,
-                 object_store_memory: int = DEFAULT_OBJECT_STORE_BYTES, spread: bool = True):
+    def __init__(
+        self,
+        address: str | None = None,
+        max_in_flight: int | None = None,
+        max_retries: int = 3,
+        num_cpus_per_task: float = 1.0,
+        object_store_memory: int = DEFAULT_OBJECT_STORE_BYTES,
+        spread: bool = True,
+    ):
         # Explicit address, else RAY_ADDRESS (a user's cluster), else a private local Ray.
         self.address = address or os.environ.get("RAY_ADDRESS") or "local"
         self.max_in_flight = max_in_flight
@@ -158,8 +164,10 @@ class RayExecutor(Executor):
         self.connect()
         task = ray.remote(num_cpus=0)(fn)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args)
-                for n in nodes]
+        refs = [
+            task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args)
+            for n in nodes
+        ]
         return ray.get(refs, timeout=120)
 
     def check_root_reachable(self, root) -> None:
@@ -205,8 +213,11 @@ class RayExecutor(Executor):
         import ray
 
         self.connect()
-        task = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_retries,
-                          scheduling_strategy="SPREAD" if self.spread else "DEFAULT")(_build_shard_task)
+        task = ray.remote(
+            num_cpus=self.num_cpus_per_task,
+            max_retries=self.max_retries,
+            scheduling_strategy="SPREAD" if self.spread else "DEFAULT",
+        )(_build_shard_task)
         return ShardSummary.from_dict(ray.get(task.remote(_portable(root), spec, config)))
 
     def in_flight_limit(self) -> int:
@@ -217,8 +228,9 @@ class RayExecutor(Executor):
         self.connect()
         return self.max_in_flight or max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
 
-    def run_shards(self, root: Path, specs: list[ShardSpec], config: BuildConfig,
-                   on_sample: Callable[[int], None] | None = None) -> Iterator[ShardSummary]:
+    def run_shards(
+        self, root: Path, specs: list[ShardSpec], config: BuildConfig, on_sample: Callable[[int], None] | None = None
+    ) -> Iterator[ShardSummary]:
         import ray
 
         self.connect()
@@ -244,9 +256,15 @@ class RayExecutor(Executor):
                 on_sample(len(spec))
             yield summary
 
-    def map_on_workers(self, factory: WorkerFactory, method: str, items: Iterable[Any],
-                       workers: int | None = None, gpus_per_worker: float | None = None,
-                       cpus_per_worker: float = 1.0) -> Iterator[tuple[Any, Any]]:
+    def map_on_workers(
+        self,
+        factory: WorkerFactory,
+        method: str,
+        items: Iterable[Any],
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        cpus_per_worker: float = 1.0,
+    ) -> Iterator[tuple[Any, Any]]:
         """An actor pool: ``factory()`` runs once per actor; each item goes to the next idle actor.
 
         Actors that die (worker or node loss) are restarted and the item retried, up to
@@ -265,8 +283,12 @@ class RayExecutor(Executor):
         if workers is None:
             workers = int(cluster_gpus // gpus_per_worker) if gpus_per_worker else 1
         workers = max(1, min(int(workers), len(items)))
-        host = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=self.max_retries,
-                          max_task_retries=self.max_retries)(_WorkerHost)
+        host = ray.remote(
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            max_restarts=self.max_retries,
+            max_task_retries=self.max_retries,
+        )(_WorkerHost)
         # The factory goes inline with each actor's creation (it is small: a spec, a root, a few
         # digests), not through the object store: a restart must not depend on an object that may
         # have been released (Ray logs an error for that case).
@@ -285,8 +307,9 @@ class RayExecutor(Executor):
                 try:
                     result = ray.get(done[0])
                 except RayActorError as exc:
-                    raise RuntimeError(f"a {method} worker died and could not be restarted: "
-                                       f"{_actor_failure(exc)}") from None
+                    raise RuntimeError(
+                        f"a {method} worker died and could not be restarted: {_actor_failure(exc)}"
+                    ) from None
                 idle.append(actor)
                 yield item, result
         finally:

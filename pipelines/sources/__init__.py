@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.location import as_location
-
 from pipelines.sources.base import (
     MANIFEST_SCHEMA,
     MODALITY_URI,
@@ -20,10 +18,10 @@ from pipelines.sources.llvip import LlvipSource
 from pipelines.sources.sunrgbd import SunRgbdSource
 from pipelines.sources.tables import GenericSource, ImageTextSource
 from pipelines.sources.temporal import AudioSetSource, Ego4dSource
+from storage.location import as_location
 
 SOURCE_TYPES: dict[str, type[Source]] = {
-    cls.layout: cls
-    for cls in (SunRgbdSource, LlvipSource, ImageTextSource, AudioSetSource, Ego4dSource, GenericSource)
+    cls.layout: cls for cls in (SunRgbdSource, LlvipSource, ImageTextSource, AudioSetSource, Ego4dSource, GenericSource)
 }
 LAYOUTS = tuple(SOURCE_TYPES)
 

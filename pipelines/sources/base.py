@@ -64,8 +64,7 @@ def resolve_inside(root: str | Path | Location, relative: str | Path) -> Locatio
     return candidate
 
 
-def make_sample_id(source: str, relative_paths: list[str], t0: float | None = None,
-                   t1: float | None = None) -> str:
+def make_sample_id(source: str, relative_paths: list[str], t0: float | None = None, t1: float | None = None) -> str:
     """Stable id from the source name, the sample's relative paths and its time span, so reruns
     and other machines agree on it whatever the order of discovery."""
     span = "" if t0 is None and t1 is None else f"{t0!r}:{t1!r}"
@@ -118,8 +117,9 @@ class Source(ABC):
     def rel(self, path: Location) -> str:
         return path.resolve().relative_to(self.root).as_posix()
 
-    def row(self, uris: dict[str, str], split: str, t0: float | None = None, t1: float | None = None,
-            **meta: Any) -> dict[str, Any]:
+    def row(
+        self, uris: dict[str, str], split: str, t0: float | None = None, t1: float | None = None, **meta: Any
+    ) -> dict[str, Any]:
         unknown = set(uris) - MODALITY_URI.keys()
         if unknown:
             raise ValueError(f"unknown modality {sorted(unknown)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-
 from pathlib import Path
 
 import polars as pl
@@ -38,7 +37,9 @@ class SunRgbdSource(Source):
                 continue
             if not depths:
                 result.problems.append(
-                    Problem("unpaired", self.rel(images[0]), f"{scene_rel}: no {self.depth_dir}/*.png for {images[0].name}")
+                    Problem(
+                        "unpaired", self.rel(images[0]), f"{scene_rel}: no {self.depth_dir}/*.png for {images[0].name}"
+                    )
                 )
                 continue
             sensor = self._sensor(scene)
@@ -76,7 +77,9 @@ class SunRgbdSource(Source):
         if sensor in SENSOR_FX:
             return float(SENSOR_FX[sensor])
         result.problems.append(
-            Problem("missing", self.rel(scene), f"{self.rel(scene)}: no intrinsics.txt and no known sensor folder for fx")
+            Problem(
+                "missing", self.rel(scene), f"{self.rel(scene)}: no intrinsics.txt and no known sensor folder for fx"
+            )
         )
         return None
 

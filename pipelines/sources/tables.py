@@ -7,12 +7,22 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.sources.base import MODALITY_URI, Problem, ScanResult, Source, check_inside
 from storage.location import Location, as_location, is_remote
 
-from pipelines.sources.base import MODALITY_URI, Problem, ScanResult, Source, check_inside
-
-_META_COLUMNS = {"split", "caption", "label", "sensor", "fx", "baseline_m", "depth_encoding", "fps",
-                 "t0", "t1", "anchor_s"}
+_META_COLUMNS = {
+    "split",
+    "caption",
+    "label",
+    "sensor",
+    "fx",
+    "baseline_m",
+    "depth_encoding",
+    "fps",
+    "t0",
+    "t1",
+    "anchor_s",
+}
 
 
 def read_table(path: Location) -> pl.DataFrame:

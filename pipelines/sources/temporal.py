@@ -40,7 +40,9 @@ class AudioSetSource(Source):
         labelled = {r["ytid"]: r for r in read_audioset_labels(self.labels_path)}
         videos = {p.stem: p for p in self.videos_dir.glob("*.mp4")} if self.videos_dir.is_dir() else {}
         for ytid in sorted(labelled.keys() - videos.keys()):
-            result.problems.append(Problem("missing", f"videos/{ytid}.mp4", f"labels.csv lists {ytid} but its video is missing"))
+            result.problems.append(
+                Problem("missing", f"videos/{ytid}.mp4", f"labels.csv lists {ytid} but its video is missing")
+            )
         for ytid in sorted(videos.keys() - labelled.keys()):
             result.problems.append(Problem("unpaired", self.rel(videos[ytid]), f"{ytid}.mp4 has no row in labels.csv"))
         for ytid in sorted(videos.keys() & labelled.keys()):
@@ -58,8 +60,9 @@ class Ego4dSource(Source):
     looks_for = "v2/full_scale/<uid>.mp4 with v2/imu/<uid>.csv"
     partners = ("video", "imu")
 
-    def __init__(self, root, name=None, split=None, window_s: float = 5.0,
-                 narrations: str = "v2/annotations/narration.json"):
+    def __init__(
+        self, root, name=None, split=None, window_s: float = 5.0, narrations: str = "v2/annotations/narration.json"
+    ):
         super().__init__(root, name, split)
         self.window_s = window_s
         self.narrations_path = self.root / narrations

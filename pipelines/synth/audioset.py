@@ -133,7 +133,7 @@ class ClipSample:
     def position(self, t) -> tuple[np.ndarray, np.ndarray]:
         """Pixel position (x, y) of the sounding object at times ``t``."""
         t = np.asarray(t, np.float64)
-        p, w, h = self.params, self.width, self.height
+        p, w = self.params, self.width
         if self.kind == "ball":
             phi = np.mod((t - p["t0"]) / p["period"], 1.0)
             height = p["jump"] * 4 * phi * (1 - phi)
@@ -176,23 +176,44 @@ def make_sample(seed: int, index: int, **options) -> ClipSample:
     w, h, d, fps = int(o["width"]), int(o["height"]), float(o["duration"]), int(o["fps"])
     if kind == "ball":
         r = float(rng.uniform(10, 18)) * h / 240
-        params = dict(radius=r, floor=0.85 * h, jump=float(rng.uniform(0.35, 0.6)) * h,
-                      period=float(rng.uniform(0.7, 1.3)), t0=float(rng.uniform(0.2, 0.7)),
-                      x0=float(rng.uniform(0, w - 2 * r)), vx=float(rng.uniform(20, 60)) * w / 320,
-                      color=sc.CHROMATIC[int(rng.integers(len(sc.CHROMATIC)))])
+        params = dict(
+            radius=r,
+            floor=0.85 * h,
+            jump=float(rng.uniform(0.35, 0.6)) * h,
+            period=float(rng.uniform(0.7, 1.3)),
+            t0=float(rng.uniform(0.2, 0.7)),
+            x0=float(rng.uniform(0, w - 2 * r)),
+            vx=float(rng.uniform(20, 60)) * w / 320,
+            color=sc.CHROMATIC[int(rng.integers(len(sc.CHROMATIC)))],
+        )
     elif kind == "siren":
-        params = dict(x=float(rng.uniform(0.3, 0.7)) * w, y=float(rng.uniform(0.45, 0.6)) * h,
-                      half=float(rng.uniform(0.35, 0.65)), t0=float(rng.uniform(0.1, 0.5)),
-                      f_hi=float(rng.uniform(900, 1000)), f_lo=float(rng.uniform(700, 800)))
+        params = dict(
+            x=float(rng.uniform(0.3, 0.7)) * w,
+            y=float(rng.uniform(0.45, 0.6)) * h,
+            half=float(rng.uniform(0.35, 0.65)),
+            t0=float(rng.uniform(0.1, 0.5)),
+            f_hi=float(rng.uniform(900, 1000)),
+            f_lo=float(rng.uniform(700, 800)),
+        )
     elif kind == "bird":
-        params = dict(x0=float(rng.uniform(0, w)), vx=float(rng.choice([-1, 1]) * rng.uniform(15, 35)) * w / 320,
-                      y0=float(rng.uniform(0.25, 0.45)) * h, bob=float(rng.uniform(4, 12)) * h / 240,
-                      flap_hz=float(rng.uniform(1.4, 2.4)), phase=float(rng.uniform(0, 2 * math.pi)),
-                      size=float(rng.uniform(14, 22)) * h / 240)
+        params = dict(
+            x0=float(rng.uniform(0, w)),
+            vx=float(rng.choice([-1, 1]) * rng.uniform(15, 35)) * w / 320,
+            y0=float(rng.uniform(0.25, 0.45)) * h,
+            bob=float(rng.uniform(4, 12)) * h / 240,
+            flap_hz=float(rng.uniform(1.4, 2.4)),
+            phase=float(rng.uniform(0, 2 * math.pi)),
+            size=float(rng.uniform(14, 22)) * h / 240,
+        )
     else:  # clock
-        params = dict(x=float(rng.uniform(0.35, 0.65)) * w, y=0.22 * h, length=0.5 * h,
-                      amp=float(rng.uniform(0.25, 0.4)), half=float(rng.uniform(0.5, 0.9)),
-                      phase=float(rng.uniform(0, 2 * math.pi)))
+        params = dict(
+            x=float(rng.uniform(0.35, 0.65)) * w,
+            y=0.22 * h,
+            length=0.5 * h,
+            amp=float(rng.uniform(0.25, 0.4)),
+            half=float(rng.uniform(0.5, 0.9)),
+            phase=float(rng.uniform(0, 2 * math.pi)),
+        )
     params["sky"] = tuple(float(v) for v in rng.uniform((0.1, 0.15, 0.25), (0.45, 0.55, 0.8)))
     params["ground"] = tuple(float(v) for v in rng.uniform((0.2, 0.2, 0.15), (0.5, 0.45, 0.35)))
     lo, hi = int(math.ceil(2.0 * fps)), int(math.floor((d - 2.0) * fps))
@@ -301,8 +322,13 @@ def render_frames(sample: ClipSample) -> np.ndarray:
             shadow_r = p["radius"] * (1.0 - 0.5 * (floor - p["radius"] - y) / p["jump"])
             draw_ellipse(img, x, floor, shadow_r, 0.25 * shadow_r, (0.1, 0.1, 0.1))
             draw_disc(img, x, y, p["radius"], sc.PALETTE[p["color"]])
-            draw_disc(img, x - 0.35 * p["radius"], y - 0.35 * p["radius"], 0.3 * p["radius"],
-                      tuple(min(1.0, c + 0.35) for c in sc.PALETTE[p["color"]]))
+            draw_disc(
+                img,
+                x - 0.35 * p["radius"],
+                y - 0.35 * p["radius"],
+                0.3 * p["radius"],
+                tuple(min(1.0, c + 0.35) for c in sc.PALETTE[p["color"]]),
+            )
         elif sample.kind == "siren":
             red = bool(sample._siren_red(t))
             on, off = ((1.0, 0.1, 0.05), (0.1, 0.12, 0.35)) if red else ((0.25, 0.05, 0.05), (0.1, 0.3, 1.0))
@@ -354,8 +380,10 @@ def render_audio(sample: ClipSample, sample_rate: int = 44100, channels: int = 2
             if sample.kind == "ball":
                 m = int(0.09 * sr)
                 j = np.arange(m) / sr
-                snd = 0.35 * (np.sin(2 * math.pi * 95 * j) * np.exp(-j / 0.025)
-                              + 0.5 * rng.standard_normal(m) * np.exp(-j / 0.005))
+                snd = 0.35 * (
+                    np.sin(2 * math.pi * 95 * j) * np.exp(-j / 0.025)
+                    + 0.5 * rng.standard_normal(m) * np.exp(-j / 0.005)
+                )
             elif sample.kind == "bird":
                 m = int(0.07 * sr)
                 j = np.arange(m) / sr
@@ -428,8 +456,15 @@ def write(root: Path, n: int, seed: int = 0, **options) -> list[str]:
         frames = render_frames(s)
         audio = render_audio(s, int(o["sample_rate"]), int(o["channels"])) if o["audio"] else None
         rel = f"videos/{s.ytid}.mp4"
-        write_mp4(root / rel, frames, s.fps, audio, int(o["sample_rate"]), gop_size=int(o["gop_size"]),
-                  start_offset_s=float(o["start_offset_s"]))
+        write_mp4(
+            root / rel,
+            frames,
+            s.fps,
+            audio,
+            int(o["sample_rate"]),
+            gop_size=int(o["gop_size"]),
+            start_offset_s=float(o["start_offset_s"]),
+        )
         files.append(rel)
     root.mkdir(parents=True, exist_ok=True)
     (root / "labels.csv").write_text(labels_csv(samples))

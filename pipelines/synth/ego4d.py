@@ -212,13 +212,28 @@ def make_sample(seed: int, index: int, **options) -> EgoSample:
     )
     lo = 3.0
     hi = max(duration - 3.0, lo)
-    event_frame = int(rng.integers(int(math.ceil(lo * fps)), int(hi * fps) + 1)) if duration > 6 else int(duration * fps / 2)
+    event_frame = (
+        int(rng.integers(int(math.ceil(lo * fps)), int(hi * fps) + 1)) if duration > 6 else int(duration * fps / 2)
+    )
     event_time = event_frame / fps
     offset = float(np.round(rng.uniform(1.0e6, 5.0e6), 3))
     width, height = int(o["width"]), int(o["height"])
     fx = (width / 2) / math.tan(math.radians(float(o["hfov_deg"])) / 2)
-    return EgoSample(seed, index, uid, room, motion, event_time, offset, duration, fps, width, height, fx,
-                     float(rng.uniform(1.5, 1.7)))
+    return EgoSample(
+        seed,
+        index,
+        uid,
+        room,
+        motion,
+        event_time,
+        offset,
+        duration,
+        fps,
+        width,
+        height,
+        fx,
+        float(rng.uniform(1.5, 1.7)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,8 +324,11 @@ def render_frames_yuv420p(sample: EgoSample) -> np.ndarray:
         out[i, h + q :] = v[t0 // 2 : t0 // 2 + h // 2, l0 // 2 : l0 // 2 + w // 2].reshape(q, w)
     ev = int(round(sample.event_time_s * sample.fps))
     if 0 <= ev < len(out):
-        out[ev] = pack_yuv420p(np.full((h, w), 235, np.uint8), np.full((h // 2, w // 2), 128, np.uint8),
-                               np.full((h // 2, w // 2), 128, np.uint8))
+        out[ev] = pack_yuv420p(
+            np.full((h, w), 235, np.uint8),
+            np.full((h // 2, w // 2), 128, np.uint8),
+            np.full((h // 2, w // 2), 128, np.uint8),
+        )
     return out
 
 
@@ -326,7 +344,7 @@ def render_audio(sample: EgoSample, sample_rate: int, channels: int) -> np.ndarr
     x = np.convolve(x, np.ones(8, np.float32) / 8, mode="same")  # darker room tone
     m = int(0.08 * sample_rate)
     j = np.arange(m) / sample_rate
-    thud = (np.sin(2 * math.pi * 70 * j) * np.exp(-j / 0.02) + 0.3 * rng.standard_normal(m) * np.exp(-j / 0.004))
+    thud = np.sin(2 * math.pi * 70 * j) * np.exp(-j / 0.02) + 0.3 * rng.standard_normal(m) * np.exp(-j / 0.004)
     thud = (0.25 * thud).astype(np.float32)
     for ts in sample.motion.step_times(sample.duration):
         k = int(round(ts * sample_rate))
@@ -444,8 +462,16 @@ def write(root: Path, n: int, seed: int = 0, **options) -> list[str]:
         frames = render_frames_yuv420p(s)
         audio = render_audio(s, int(o["sample_rate"]), int(o["channels"])) if o["audio"] else None
         vrel = f"v2/full_scale/{s.uid}.mp4"
-        write_mp4(root / vrel, frames, s.fps, audio, int(o["sample_rate"]), gop_size=int(o["gop_size"]),
-                  start_offset_s=float(o["start_offset_s"]), frame_format="yuv420p")
+        write_mp4(
+            root / vrel,
+            frames,
+            s.fps,
+            audio,
+            int(o["sample_rate"]),
+            gop_size=int(o["gop_size"]),
+            start_offset_s=float(o["start_offset_s"]),
+            frame_format="yuv420p",
+        )
         irel = f"v2/imu/{s.uid}.csv"
         (root / irel).write_text(imu_csv(s, float(o["imu_period_ms"]), float(o["imu_jitter_ms"])))
         rng = _rng(s, 58)

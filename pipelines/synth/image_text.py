@@ -55,9 +55,18 @@ def make_sample(seed: int, index: int) -> CaptionSample:
     width, height = SIZES[int(rng.integers(len(SIZES)))]
     hfov = math.radians(float(rng.uniform(55, 70)))
     f = (max(width, height) / 2) / math.tan(hfov / 2)
-    camera = sc.Camera(width, height, f, f, width / 2, height / 2, (0.0, 0.0, float(rng.uniform(1.0, 1.5))),
-                       math.radians(float(rng.uniform(-6, 6))), -math.radians(float(rng.uniform(10, 25))),
-                       math.radians(float(rng.uniform(-1.5, 1.5))))
+    camera = sc.Camera(
+        width,
+        height,
+        f,
+        f,
+        width / 2,
+        height / 2,
+        (0.0, 0.0, float(rng.uniform(1.0, 1.5))),
+        math.radians(float(rng.uniform(-6, 6))),
+        -math.radians(float(rng.uniform(10, 25))),
+        math.radians(float(rng.uniform(-1.5, 1.5))),
+    )
     depth = float(rng.uniform(4.0, 7.0))
     x_range = (-float(rng.uniform(2.0, 3.5)), float(rng.uniform(2.0, 3.5)))
     placements = sc.place_in_view(rng, int(rng.integers(1, 4)), camera, depth - 0.8, x_range, min_gap=1.0)

@@ -29,8 +29,15 @@ from pipelines.synth.media import save_jpeg
 WIDTH, HEIGHT = 1280, 1024
 JPEG_QUALITY = 95
 TRAIN_FRACTION = 0.78
-CLOTHES = ((0.10, 0.10, 0.12), (0.18, 0.20, 0.30), (0.35, 0.33, 0.30), (0.45, 0.08, 0.08), (0.70, 0.68, 0.62),
-           (0.12, 0.25, 0.15), (0.25, 0.18, 0.12))
+CLOTHES = (
+    (0.10, 0.10, 0.12),
+    (0.18, 0.20, 0.30),
+    (0.35, 0.33, 0.30),
+    (0.45, 0.08, 0.08),
+    (0.70, 0.68, 0.62),
+    (0.12, 0.25, 0.15),
+    (0.25, 0.18, 0.12),
+)
 SKIN = (0.72, 0.55, 0.45)
 
 
@@ -67,7 +74,9 @@ def _person(rng: np.random.Generator, x: float, y: float, group: int) -> list[sc
         lx = x + side * 0.09 * s * sx + step * fx
         ly = y + side * 0.09 * s * sy + step * fy
         things.append(sc.Thing(sc.Cylinder((lx, ly, 0.0), 0.075 * s, 0.88 * s), legs, "person", "person", group))
-    things.append(sc.Thing(sc.Ellipsoid((x, y, 1.18 * s), (0.21 * s, 0.21 * s, 0.34 * s)), top, "person", "person", group))
+    things.append(
+        sc.Thing(sc.Ellipsoid((x, y, 1.18 * s), (0.21 * s, 0.21 * s, 0.34 * s)), top, "person", "person", group)
+    )
     for side in (-1, 1):
         ax, ay = x + side * 0.25 * s * sx, y + side * 0.25 * s * sy
         things.append(sc.Thing(sc.Cylinder((ax, ay, 0.82 * s), 0.055 * s, 0.6 * s), top, "person", "person", group))
@@ -96,16 +105,23 @@ def make_sample(seed: int, index: int, render_scale: int = 2) -> LlvipSample:
     far = float(rng.uniform(28, 45))
     brick = sc.Material((0.45, 0.28, 0.22), "", "brick", temperature=0.3)
     concrete = sc.Material((0.5, 0.5, 0.48), "", "paint", temperature=0.28)
-    buildings = [((0.0, far + 6, 7.0), (80.0, 12.0, 14.0)),
-                 ((-22.0 if road_x > -2 else 20.0, far / 2, 5.0), (16.0, far, 10.0))]
+    buildings = [
+        ((0.0, far + 6, 7.0), (80.0, 12.0, 14.0)),
+        ((-22.0 if road_x > -2 else 20.0, far / 2, 5.0), (16.0, far, 10.0)),
+    ]
     for k, (ctr, size) in enumerate(buildings):
         things.append(sc.Thing(sc.Box(ctr, size), brick if k == 0 else concrete, "building", "building"))
     for _ in range(int(rng.integers(6, 14))):
         wx = float(rng.uniform(-25, 25))
         wz = float(rng.choice([2.0, 5.0, 8.0, 11.0]))
         lit = rng.random() < 0.5
-        mat = sc.Material((1.0, 0.8, 0.45) if lit else (0.05, 0.06, 0.08), "", None,
-                          emissive=0.9 if lit else 0.0, temperature=0.42 if lit else 0.33)
+        mat = sc.Material(
+            (1.0, 0.8, 0.45) if lit else (0.05, 0.06, 0.08),
+            "",
+            None,
+            emissive=0.9 if lit else 0.0,
+            temperature=0.42 if lit else 0.33,
+        )
         things.append(sc.Thing(sc.Box((wx, far - 0.04, wz), (1.2, 0.1, 1.4)), mat, "window", "window"))
     # Street lamps along the road edge: a pole, an emissive head, and the light they cast.
     lights = []
@@ -120,7 +136,9 @@ def make_sample(seed: int, index: int, render_scale: int = 2) -> LlvipSample:
         pole = sc.Material((0.3, 0.3, 0.32), "", None, temperature=0.27)
         head = sc.Material((1.0, 0.78, 0.45), "", None, emissive=1.6, temperature=0.7)
         things.append(sc.Thing(sc.Cylinder((lx, ly, 0.0), 0.08, hgt + 0.1), pole, "lamp", "lamp post"))
-        things.append(sc.Thing(sc.Box((lx + arm / 2, ly, hgt + 0.05), (abs(arm), 0.08, 0.08)), pole, "lamp", "lamp post"))
+        things.append(
+            sc.Thing(sc.Box((lx + arm / 2, ly, hgt + 0.05), (abs(arm), 0.08, 0.08)), pole, "lamp", "lamp post")
+        )
         things.append(sc.Thing(sc.Sphere((lx + arm, ly, hgt - 0.1), 0.25), head, "lamp", "lamp"))
         lights.append(sc.Light((lx + arm, ly, hgt - 0.45), (1.0, 0.78, 0.48), float(rng.uniform(1.0, 1.6)), 6.0))
     # Trees: cold foliage, a warmer trunk.
@@ -154,8 +172,13 @@ def make_sample(seed: int, index: int, render_scale: int = 2) -> LlvipSample:
             placed.append((px, py))
     for g, (px, py) in enumerate(placed):
         things.extend(_person(rng, px, py, g))
-    scene = sc.Scene(tuple(things), tuple(lights), ambient=float(rng.uniform(0.03, 0.06)), sky=(0.02, 0.025, 0.05),
-                     sky_temperature=0.05)
+    scene = sc.Scene(
+        tuple(things),
+        tuple(lights),
+        ambient=float(rng.uniform(0.03, 0.06)),
+        sky=(0.02, 0.025, 0.05),
+        sky_temperature=0.05,
+    )
     return LlvipSample(seed, index, split, scene, camera, render_scale, len(placed))
 
 
@@ -167,7 +190,9 @@ def render_sample(sample: LlvipSample) -> LlvipFrame:
     rgb = sc.shade(scene, hit)
     # Night exposure: a gain with a soft shoulder, plus a glow around the lamp heads.
     glow_src = np.where(sc.emission_mask(scene, hit), 1.0, 0.0).astype(np.float32)
-    glow = np.asarray(Image.fromarray((glow_src * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(6)), np.float32)
+    glow = np.asarray(
+        Image.fromarray((glow_src * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(6)), np.float32
+    )
     rgb = 1.0 - np.exp(-1.6 * rgb) + (glow / 255.0)[..., None] * np.float32([0.5, 0.38, 0.22])
     visible_small = sc.to_uint8(rgb, rng, noise=0.02)
 

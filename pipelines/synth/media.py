@@ -153,8 +153,13 @@ def write_mp4(
 
 
 # Sample formats an audio encoder may ask for: numpy dtype, scale and offset from float [-1, 1].
-_SAMPLE_CODING = {"s16": (np.int16, 32768.0, 0), "s32": (np.int32, 2147483648.0, 0), "u8": (np.uint8, 128.0, 128),
-                  "flt": (np.float32, 1.0, 0), "dbl": (np.float64, 1.0, 0)}
+_SAMPLE_CODING = {
+    "s16": (np.int16, 32768.0, 0),
+    "s32": (np.int32, 2147483648.0, 0),
+    "u8": (np.uint8, 128.0, 128),
+    "flt": (np.float32, 1.0, 0),
+    "dbl": (np.float64, 1.0, 0),
+}
 
 
 def audio_frame(block: np.ndarray, stream, pts: int) -> av.AudioFrame:

@@ -144,8 +144,15 @@ class Ellipsoid:
 
     def intersect(self, o, d):
         c, r = self.center, self.radii
-        return _sphere_t((o[0] - c[0]) / r[0], (o[1] - c[1]) / r[1], (o[2] - c[2]) / r[2],
-                         d[0] / _F(r[0]), d[1] / _F(r[1]), d[2] / _F(r[2]), 1.0)
+        return _sphere_t(
+            (o[0] - c[0]) / r[0],
+            (o[1] - c[1]) / r[1],
+            (o[2] - c[2]) / r[2],
+            d[0] / _F(r[0]),
+            d[1] / _F(r[1]),
+            d[2] / _F(r[2]),
+            1.0,
+        )
 
     def normal_at(self, p, d):
         r = np.asarray(self.radii, _F)[:, None]
@@ -234,8 +241,9 @@ class Cylinder:
         cap = rim < 0.999
         top = cap & (zrel > 0.5)
         bottom = cap & (zrel <= 0.5)
-        n = np.stack([np.where(cap, _F(0), nx), np.where(cap, _F(0), ny),
-                      np.where(top, _F(1), np.where(bottom, _F(-1), _F(0)))])
+        n = np.stack(
+            [np.where(cap, _F(0), nx), np.where(cap, _F(0), ny), np.where(top, _F(1), np.where(bottom, _F(-1), _F(0)))]
+        )
         return _facing(n, d)
 
 

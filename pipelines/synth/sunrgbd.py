@@ -102,8 +102,9 @@ def make_sample(seed: int, index: int) -> SunSample:
     depth = float(rng.uniform(3.2, min(7.5, spec.max_range_m + 1.0)))
     x_range = (-float(rng.uniform(1.6, 3.5)), float(rng.uniform(1.6, 3.5)))
     room_h = float(rng.uniform(2.5, 3.1))
-    camera = sc.Camera(spec.width, spec.height, spec.fx, spec.fy, spec.cx, spec.cy,
-                       (0.0, 0.0, height_cam), yaw, pitch, roll)
+    camera = sc.Camera(
+        spec.width, spec.height, spec.fx, spec.fy, spec.cx, spec.cy, (0.0, 0.0, height_cam), yaw, pitch, roll
+    )
     placements = sc.place_in_view(rng, int(rng.integers(2, 5)), camera, depth - 0.6, x_range)
     room = sc.make_room(rng, placements, x_range, (-1.0, depth), room_h)
     k = index + 1

@@ -16,7 +16,13 @@ from encoders.device import autocast, normalize_precision, select_device, select
 
 def test_available_encoders_lists_both_families():
     names = available_encoders()
-    for expected in ("imagebind:huge", "imagebind:tiny", "openclip:ViT-H-14", "openclip:ViT-B-32", "openclip:bindset-tiny-clip"):
+    for expected in (
+        "imagebind:huge",
+        "imagebind:tiny",
+        "openclip:ViT-H-14",
+        "openclip:ViT-B-32",
+        "openclip:bindset-tiny-clip",
+    ):
         assert expected in names
 
 
@@ -63,7 +69,10 @@ def test_encode_contract_empty_batch_and_dtype():
 
 def test_encoder_ids_are_safe_directory_names():
     assert safe_name("hf-hub:org/Model Name") == "hf-hub-org-Model-Name"
-    assert make_encoder_id("openclip", "ViT-H-14", "image", "abc123def456", "p1") == "openclip-ViT-H-14-image-abc123def456-p1"
+    assert (
+        make_encoder_id("openclip", "ViT-H-14", "image", "abc123def456", "p1")
+        == "openclip-ViT-H-14-image-abc123def456-p1"
+    )
     assert make_encoder_id("imagebind", "huge", None, "random", "p1") == "imagebind-huge-random-p1"
 
 

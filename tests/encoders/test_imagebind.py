@@ -333,8 +333,11 @@ def _trunk(x, sd, m, cfg, mask=None):
         p = f"modality_trunks.{m}.blocks.{i}."
         x = x + _attention(_ln(x, sd, p + "norm_1.", 1e-6), sd, p + "attn.", cfg.heads, mask)
         h = _ln(x, sd, p + "norm_2.", 1e-6)
-        h = F.linear(F.gelu(F.linear(h, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])),
-                     sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])),
+            sd[p + "mlp.fc2.weight"],
+            sd[p + "mlp.fc2.bias"],
+        )
         x = x + h
     return x
 
@@ -369,8 +372,13 @@ def _reference_single(sd, cfg: ImageBindConfig, m: str, x: torch.Tensor) -> torc
         c = torch.arange(6).reshape(1, 6, 1)
         k = torch.arange(8).reshape(1, 1, 8)
         feats = x[:, c, n * 8 + k].reshape(b, 250, 48)  # feature c*8+k of window n = x[c, 8n+k]
-        t = F.layer_norm(F.linear(feats, sd[pre + "imu_stem.proj.weight"]), (cfg.imu.width,),
-                         sd[pre + "imu_stem.norm_layer.weight"], sd[pre + "imu_stem.norm_layer.bias"], 1e-5)
+        t = F.layer_norm(
+            F.linear(feats, sd[pre + "imu_stem.proj.weight"]),
+            (cfg.imu.width,),
+            sd[pre + "imu_stem.norm_layer.weight"],
+            sd[pre + "imu_stem.norm_layer.bias"],
+            1e-5,
+        )
         t = _with_cls_and_pos(t, sd[pre + "cls_token"], sd[pre + "pos_embed"])
     elif m == "text":
         t = sd[pre + "token_embedding.weight"][x] + sd[pre + "pos_embed"]
@@ -525,7 +533,9 @@ def test_reference_preprocessed_inputs_have_the_layouts_the_model_takes(referenc
 
 
 def test_config_from_toml(tmp_path):
-    (tmp_path / "small.toml").write_text('base = "tiny"\nname = "small"\nembed_dim = 16\n[audio]\ndepth = 1\nheads = 4\n')
+    (tmp_path / "small.toml").write_text(
+        'base = "tiny"\nname = "small"\nembed_dim = 16\n[audio]\ndepth = 1\nheads = 4\n'
+    )
     cfg = ImageBindConfig.from_toml(tmp_path / "small.toml")
     assert (cfg.name, cfg.embed_dim, cfg.audio.depth, cfg.audio.heads) == ("small", 16, 1, 4)
     assert cfg.audio.bias_kv and cfg.audio.drop_path == 0.1 and cfg.vision == TINY.vision  # the rest from the base

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,8 +14,19 @@ from flows.cli import main
 @pytest.mark.parametrize("name", ["dog", "car", "bird"])
 def test_preprocess_image_matches_reference(shared_dir, tmp_path, name):
     out = tmp_path / f"{name}.npy"
-    assert main(["preprocess", str(shared_dir / "samples" / "imagebind" / f"{name}_image.jpg"),
-                 "--modality", "image", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                str(shared_dir / "samples" / "imagebind" / f"{name}_image.jpg"),
+                "--modality",
+                "image",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     got = np.load(out)
     ref = np.load(shared_dir / "reference" / "imagebind" / f"vision_{name}.npy")[0]
     assert got.shape == (3, 224, 224) and got.dtype == np.float32
@@ -25,13 +35,37 @@ def test_preprocess_image_matches_reference(shared_dir, tmp_path, name):
 
 def test_preprocess_depth_and_thermal(shared_dir, tmp_path):
     depth = tmp_path / "d.npy"
-    assert main(["preprocess", str(shared_dir / "samples" / "sunrgbd" / "SUN_depth.png"), "--modality", "depth",
-                 "--sensor", "kv1", "--out", str(depth)]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                str(shared_dir / "samples" / "sunrgbd" / "SUN_depth.png"),
+                "--modality",
+                "depth",
+                "--sensor",
+                "kv1",
+                "--out",
+                str(depth),
+            ]
+        )
+        == 0
+    )
     d = np.load(depth)
     assert d.shape == (1, 224, 224) and np.isfinite(d).all() and (d == 0).any() and d.max() > 0
     thermal = tmp_path / "t.npy"
-    assert main(["preprocess", str(shared_dir / "samples" / "llvip" / "infrared" / "190001.jpg"),
-                 "--modality", "thermal", "--out", str(thermal)]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                str(shared_dir / "samples" / "llvip" / "infrared" / "190001.jpg"),
+                "--modality",
+                "thermal",
+                "--out",
+                str(thermal),
+            ]
+        )
+        == 0
+    )
     assert np.load(thermal).shape == (1, 224, 224)
 
 
@@ -43,8 +77,12 @@ def test_preprocess_bad_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_demo_builds_a_queryable_dataset(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--out", str(tmp_path / "demo"), "-n", "3"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo", "--out", str(tmp_path / "demo"), "-n", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     dataset = tmp_path / "demo" / "dataset"
     assert str(dataset) in proc.stdout
@@ -59,8 +97,22 @@ def test_demo_builds_a_queryable_dataset(tmp_path):
 
 def test_synth_and_build_commands(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "src"), "--layout", "image-text", "-n", "4", "--seed", "1"]) == 0
-    assert main(["build", str(tmp_path / "src"), "--layout", "image-text", "--out", str(tmp_path / "ds"),
-                 "--executor", "local", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(tmp_path / "src"),
+                "--layout",
+                "image-text",
+                "--out",
+                str(tmp_path / "ds"),
+                "--executor",
+                "local",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "samples stored: 4" in capsys.readouterr().out
     index = storage.scan_index(tmp_path / "ds").collect()
     assert index["caption"].null_count() == 0

@@ -21,8 +21,9 @@ def llvip_src(tmp_path_factory):
 def _bindset(args: list[str], home: Path, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**(env if env is not None else os.environ), "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def _refused(proc: subprocess.CompletedProcess, home: Path, *expected: str) -> str:
@@ -45,20 +46,39 @@ def _toml(path: Path, body: str) -> Path:
 
 def test_misspelt_run_config_key(llvip_src, tmp_path):
     cfg = _toml(tmp_path / "bad.toml", f'[dataset]\nout = "ds"\n[[sources]]\nlayout = "llvip"\nrooot = "{llvip_src}"\n')
-    line = _refused(_bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph",
-                    "bad.toml", "sources[0].rooot", "unknown key")
+    line = _refused(
+        _bindset(["run", str(cfg)], tmp_path / "ph", tmp_path),
+        tmp_path / "ph",
+        "bad.toml",
+        "sources[0].rooot",
+        "unknown key",
+    )
     assert "sources[0].root: missing" in line
 
 
 def test_wrong_types_name_key_and_value(llvip_src, tmp_path):
-    cfg = _toml(tmp_path / "bad.toml", f'[dataset]\nout = "ds"\nshard_size = "big"\n'
-                                       f'[[sources]]\nlayout = "llvip"\nroot = "{llvip_src}"\n')
-    _refused(_bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph",
-             "bad.toml", "dataset.shard_size = 'big'")
+    cfg = _toml(
+        tmp_path / "bad.toml",
+        f'[dataset]\nout = "ds"\nshard_size = "big"\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_src}"\n',
+    )
+    _refused(
+        _bindset(["run", str(cfg)], tmp_path / "ph", tmp_path),
+        tmp_path / "ph",
+        "bad.toml",
+        "dataset.shard_size = 'big'",
+    )
     overrides = _toml(tmp_path / "pre.toml", '[depth]\nmax_depth_m = "ten"\n')
-    _refused(_bindset(["build", str(llvip_src), "--layout", "llvip", "--out", str(tmp_path / "ds"),
-                       "--config", str(overrides)], tmp_path / "ph", tmp_path), tmp_path / "ph",
-             "pre.toml", "depth.max_depth_m = 'ten'", "expected float")
+    _refused(
+        _bindset(
+            ["build", str(llvip_src), "--layout", "llvip", "--out", str(tmp_path / "ds"), "--config", str(overrides)],
+            tmp_path / "ph",
+            tmp_path,
+        ),
+        tmp_path / "ph",
+        "pre.toml",
+        "depth.max_depth_m = 'ten'",
+        "expected float",
+    )
 
 
 @pytest.mark.parametrize("url", ["s3:/x", "s3://", "gs://ab/ds", "ftp://host/ds"])
@@ -69,30 +89,52 @@ def test_malformed_or_unsupported_url(llvip_src, tmp_path, url):
 
 
 def test_malformed_url_in_run_config(llvip_src, tmp_path):
-    cfg = _toml(tmp_path / "bad.toml", f'[dataset]\nout = "s3:/x"\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_src}"\n')
-    _refused(_bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph", "bad.toml", "dataset.out", "s3:/x")
+    cfg = _toml(
+        tmp_path / "bad.toml", f'[dataset]\nout = "s3:/x"\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_src}"\n'
+    )
+    _refused(
+        _bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph", "bad.toml", "dataset.out", "s3:/x"
+    )
 
 
 def test_missing_bucket(s3_server, llvip_src, tmp_path):
     url = "s3://no-such-bucket-xyz/ds"
     proc = _bindset(["build", str(llvip_src), "--layout", "llvip", "--out", url], tmp_path / "ph", tmp_path)
     _refused(proc, tmp_path / "ph", "--out", url, "does not exist")
-    cfg = _toml(tmp_path / "bad.toml", f'[dataset]\nout = "{tmp_path / "ds"}"\n'
-                                       f'[[sources]]\nlayout = "llvip"\nroot = "s3://no-such-bucket-xyz/src"\n')
-    _refused(_bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph",
-             "bad.toml", "sources[0].root", "s3://no-such-bucket-xyz")
+    cfg = _toml(
+        tmp_path / "bad.toml",
+        f'[dataset]\nout = "{tmp_path / "ds"}"\n[[sources]]\nlayout = "llvip"\nroot = "s3://no-such-bucket-xyz/src"\n',
+    )
+    _refused(
+        _bindset(["run", str(cfg)], tmp_path / "ph", tmp_path),
+        tmp_path / "ph",
+        "bad.toml",
+        "sources[0].root",
+        "s3://no-such-bucket-xyz",
+    )
     assert not (tmp_path / "ds").exists(), "the output was touched before the sources were checked"
 
 
 def test_missing_credentials(s3_server, s3_bucket, llvip_src, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                            "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    }
     # No instance metadata either: obstore does not read AWS_EC2_METADATA_DISABLED, so its metadata
     # endpoint is pointed at a closed loopback port (nothing leaves the machine).
-    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_METADATA_ENDPOINT="http://127.0.0.1:9",
-               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
-    proc = _bindset(["build", str(llvip_src), "--layout", "llvip", "--out", f"s3://{s3_bucket}/ds"],
-                    tmp_path / "ph", tmp_path, env=env)
+    env.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_METADATA_ENDPOINT="http://127.0.0.1:9",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
+    proc = _bindset(
+        ["build", str(llvip_src), "--layout", "llvip", "--out", f"s3://{s3_bucket}/ds"],
+        tmp_path / "ph",
+        tmp_path,
+        env=env,
+    )
     _refused(proc, tmp_path / "ph", f"s3://{s3_bucket}", "credentials")
     assert s3_server.keys(s3_bucket) == []
 
@@ -100,8 +142,9 @@ def test_missing_credentials(s3_server, s3_bucket, llvip_src, tmp_path):
 def test_bad_storage_option_and_missing_source(tmp_path):
     proc = _bindset(["inspect", str(tmp_path), "--storage-option", "aws_region"], tmp_path / "ph", tmp_path)
     _refused(proc, tmp_path / "ph", "--storage-option 'aws_region'", "key=value")
-    proc = _bindset(["build", str(tmp_path / "nope"), "--layout", "llvip", "--out", str(tmp_path / "ds")],
-                    tmp_path / "ph", tmp_path)
+    proc = _bindset(
+        ["build", str(tmp_path / "nope"), "--layout", "llvip", "--out", str(tmp_path / "ds")], tmp_path / "ph", tmp_path
+    )
     _refused(proc, tmp_path / "ph", "SOURCE", "does not exist")
 
 
@@ -109,11 +152,18 @@ def test_successful_build_is_quiet_and_recorded(llvip_src, tmp_path):
     """The default path with nothing preset: no ERROR line (the server's telemetry heartbeat fails
     offline unless the CLI turns it off), the temporary server records the run, the auto executor
     says what it chose, and the output root is a URL-free local folder."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "RAY_USAGE_STATS_ENABLED",
-                        "PREFECT_LOGGING_LEVEL")}
-    proc = _bindset(["build", str(llvip_src), "--layout", "llvip", "--out", str(tmp_path / "ds")],
-                    tmp_path / "ph", tmp_path, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "RAY_USAGE_STATS_ENABLED", "PREFECT_LOGGING_LEVEL")
+    }
+    proc = _bindset(
+        ["build", str(llvip_src), "--layout", "llvip", "--out", str(tmp_path / "ds")],
+        tmp_path / "ph",
+        tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "Beginning flow run" in proc.stderr
@@ -129,9 +179,12 @@ def test_urls_stay_urls_and_storage_options_layer(tmp_path):
     from flows.runtime import apply_storage_options, set_cli_storage_options
     from storage.location import as_location
 
-    cfg = _toml(tmp_path / "run.toml", '[dataset]\nout = "s3://bkt-one/ds"\n[[sources]]\nlayout = "llvip"\n'
-                                       'root = "gs://bkt-two/src"\n[[sources]]\nlayout = "llvip"\nroot = "rel"\n'
-                                       '[storage]\noptions = { aws_region = "eu-west-1", aws_allow_http = true }\n')
+    cfg = _toml(
+        tmp_path / "run.toml",
+        '[dataset]\nout = "s3://bkt-one/ds"\n[[sources]]\nlayout = "llvip"\n'
+        'root = "gs://bkt-two/src"\n[[sources]]\nlayout = "llvip"\nroot = "rel"\n'
+        '[storage]\noptions = { aws_region = "eu-west-1", aws_allow_http = true }\n',
+    )
     run = load_run_config(cfg)
     assert run.dataset.out == "s3://bkt-one/ds" and run.sources[0].root == "gs://bkt-two/src"
     assert run.sources[1].root == str(tmp_path / "rel")  # relative to the file

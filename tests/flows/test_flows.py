@@ -19,8 +19,11 @@ def llvip_root(tmp_path_factory):
 
 
 def _config(src, out, kind="local"):
-    return {"dataset": {"out": str(out), "shard_size": 2}, "sources": [{"layout": "llvip", "root": str(src)}],
-            "executor": {"kind": kind}}
+    return {
+        "dataset": {"out": str(out), "shard_size": 2},
+        "sources": [{"layout": "llvip", "root": str(src)}],
+        "executor": {"kind": kind},
+    }
 
 
 @pytest.fixture
@@ -28,6 +31,7 @@ def faults(tmp_path, monkeypatch):
     def set_faults(spec: str):
         monkeypatch.setenv("BINDSET_FAULTS", spec)
         monkeypatch.setenv("BINDSET_FAULTS_DIR", str(tmp_path / "faults"))
+
     return set_faults
 
 
@@ -112,8 +116,18 @@ def test_embed_backfill_flow_and_cli(llvip_root, tmp_path, capsys):
     # no checkpoint and no explicit --random-weights: refused before any work (random vectors look real)
     assert main(["embed", str(out), "--encoder", f"openclip:{TINY_NAME}", "--executor", "local"]) == 2
     assert "needs --checkpoint PATH" in capsys.readouterr().err and not (out / "embeddings").exists()
-    args = ["embed", str(out), "--encoder", f"openclip:{TINY_NAME}", "--checkpoint", str(ckpt),
-            "--modalities", "image", "--executor", "local"]
+    args = [
+        "embed",
+        str(out),
+        "--encoder",
+        f"openclip:{TINY_NAME}",
+        "--checkpoint",
+        str(ckpt),
+        "--modalities",
+        "image",
+        "--executor",
+        "local",
+    ]
     assert main(args) == 0
     stores = list((out / "embeddings").iterdir())
     assert len(stores) == 1 and len(list(stores[0].glob("*.parquet"))) == 3
@@ -141,8 +155,10 @@ def test_run_config_encoders_embed_after_the_build(llvip_root, tmp_path, capsys)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
     out = tmp_path / "ds"
     toml = tmp_path / "nightly.toml"
-    base = (f'[dataset]\nout = "{out}"\nshard_size = 2\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_root}"\n'
-            f'[executor]\nkind = "local"\n')
+    base = (
+        f'[dataset]\nout = "{out}"\nshard_size = 2\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_root}"\n'
+        f'[executor]\nkind = "local"\n'
+    )
     toml.write_text(base + f'[[encoders]]\nname = "openclip:{TINY_NAME}"\ncheckpoint = "{ckpt}"\n')
     assert main(["run", str(toml)]) == 0
     printed = capsys.readouterr().out

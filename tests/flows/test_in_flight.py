@@ -57,8 +57,10 @@ def test_flow_keeps_in_flight_limit_shards_in_flight(llvip_root, tmp_path, monke
     limit = 3
     executor = CountingExecutor(limit)
     monkeypatch.setattr(build_flow, "choose_executor", lambda *a, **k: (executor, "counting (test)"))
-    config = {"dataset": {"out": str(tmp_path / "ds"), "shard_size": 1},
-              "sources": [{"layout": "llvip", "root": str(llvip_root)}]}
+    config = {
+        "dataset": {"out": str(tmp_path / "ds"), "shard_size": 1},
+        "sources": [{"layout": "llvip", "root": str(llvip_root)}],
+    }
     state = build_flow.build_dataset_flow(config=config, return_state=True)
     result = state.result()
     assert result["stored"] == 8 and result["shards_built"] == 8 and executor.calls == 8
@@ -72,7 +74,9 @@ def _task_runs(state) -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     return len([r for r in runs if r.name.startswith("shard-")])
 
 

@@ -25,8 +25,15 @@ def llvip(tmp_path_factory):
 
 def _bindset(*args, preexec_fn=None):
     env = {**os.environ, "PREFECT_HOME": os.environ.get("PREFECT_HOME", "")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, preexec_fn=preexec_fn)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=preexec_fn,
+    )
 
 
 def _one_line_error(result, rc: int = 2) -> str:
@@ -54,8 +61,9 @@ def test_out_with_a_missing_parent_writes_nothing(llvip, tmp_path):
 def test_source_root_that_is_a_file(tmp_path):
     source = tmp_path / "photo.jpg"
     source.write_bytes(b"\xff\xd8")
-    line = _one_line_error(_bindset("build", str(source), "--layout", "llvip", "--out", str(tmp_path / "ds"),
-                                    "--no-prefect"))
+    line = _one_line_error(
+        _bindset("build", str(source), "--layout", "llvip", "--out", str(tmp_path / "ds"), "--no-prefect")
+    )
     assert "is a file; layout llvip reads a folder" in line
     assert not (tmp_path / "ds").exists()
 
@@ -80,8 +88,18 @@ def test_a_file_size_limit_fails_the_build_cleanly_and_a_rerun_completes(llvip, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
 
-    args = ["build", str(llvip), "--layout", "llvip", "--out", str(out), "--shard-size", "2", "--no-prefect",
-            "--no-progress"]
+    args = [
+        "build",
+        str(llvip),
+        "--layout",
+        "llvip",
+        "--out",
+        str(out),
+        "--shard-size",
+        "2",
+        "--no-prefect",
+        "--no-progress",
+    ]
     line = _one_line_error(_bindset(*args, preexec_fn=limit_file_size), rc=1)
     assert "shard 00000: cannot write" in line and "File too large (errno 27: EFBIG)" in line
     assert not list((out / "index").glob("*.parquet")), "no shard is committed"
@@ -96,15 +114,17 @@ def test_read_only_output_is_refused(llvip, tmp_path):
     mount_point = tmp_path / "ro"
     mount_point.mkdir()
     if os.geteuid() == 0:
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)],
-                              capture_output=True)
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], capture_output=True
+        )
         if made.returncode != 0:
             pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
     else:
         mount_point.chmod(0o555)
     try:
-        line = _one_line_error(_bindset("build", str(llvip), "--layout", "llvip", "--out", str(mount_point / "ds"),
-                                        "--no-prefect"))
+        line = _one_line_error(
+            _bindset("build", str(llvip), "--layout", "llvip", "--out", str(mount_point / "ds"), "--no-prefect")
+        )
         assert "cannot be written" in line and ("read-only file system" in line or "permission denied" in line)
     finally:
         if os.geteuid() == 0:
@@ -117,11 +137,23 @@ def test_retry_rejects_from_the_command_line(llvip, tmp_path):
     out = tmp_path / "ds"
     args = ["build", str(llvip), "--layout", "llvip", "--out", str(out), "--no-prefect", "--no-progress"]
     env_faults = {"BINDSET_FAULTS": f"read:{flaky}=transient", "BINDSET_FAULTS_DIR": str(tmp_path / "faults")}
-    first = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, **env_faults}, timeout=300)
+    first = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_faults},
+        timeout=300,
+    )
     assert first.returncode == 0 and "rejected: 1" in first.stdout, first.stdout + first.stderr
-    second = subprocess.run([sys.executable, "-m", "flows.cli", *args, "--retry-rejects"], cwd=REPO,
-                            capture_output=True, text=True, env={**os.environ, **env_faults}, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--retry-rejects"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_faults},
+        timeout=300,
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     import storage
 
@@ -140,6 +172,16 @@ def test_a_build_that_rejects_most_samples_exits_1_with_the_top_reasons(tmp_path
     line = _one_line_error(result, rc=1)
     assert "4 of 4 samples rejected (100% > --max-reject-fraction 0.5); top reasons: decode:" in line
     assert (out / "index" / "00000.parquet").exists(), "the shards are committed either way"
-    relaxed = _bindset("build", str(src), "--layout", "llvip", "--out", str(tmp_path / "ds2"), "--no-prefect",
-                       "--no-progress", "--max-reject-fraction", "1")
+    relaxed = _bindset(
+        "build",
+        str(src),
+        "--layout",
+        "llvip",
+        "--out",
+        str(tmp_path / "ds2"),
+        "--no-prefect",
+        "--no-progress",
+        "--max-reject-fraction",
+        "1",
+    )
     assert relaxed.returncode == 0, relaxed.stderr[-1000:]

@@ -7,7 +7,6 @@ border, Gaussian noise of sigma 6 grey levels)."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,9 @@ def plant(root: Path, n_base: int = 24, seed: int = 0) -> Planted:
         pixels = smooth_image(rng)
         fmt = "png" if b % 2 == 0 else "jpg"
         path = f"images/base{b:02d}.{fmt}"
-        Image.fromarray(pixels).save(root / path, quality=92) if fmt == "jpg" else Image.fromarray(pixels).save(root / path)
+        Image.fromarray(pixels).save(root / path, quality=92) if fmt == "jpg" else Image.fromarray(pixels).save(
+            root / path
+        )
         bases.append(path)
         out.group_of[path] = path
         out.kind[path] = "base"

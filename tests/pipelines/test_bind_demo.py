@@ -14,11 +14,22 @@ SMALL = dict(n_pairs=128, held_out_fraction=0.3, clip_scenes=160, clip_epochs=20
 
 
 def _figures(report):
-    keys = ("audio_to_text", "image_to_audio", "image_to_audio_all_frames", "audio_to_image", "image_to_text",
-            "class_level_r1", "n_train", "n_held_out")
+    keys = (
+        "audio_to_text",
+        "image_to_audio",
+        "image_to_audio_all_frames",
+        "audio_to_image",
+        "image_to_text",
+        "class_level_r1",
+        "n_train",
+        "n_held_out",
+    )
     return {k: report[k] for k in keys} | {
-        "bind_losses": report["bind"]["epoch_losses"], "clip_losses": report["clip"]["epoch_losses"],
-        "bind_encoder": report["bind"]["encoder_id"], "stores": report["stores"]}
+        "bind_losses": report["bind"]["epoch_losses"],
+        "clip_losses": report["clip"]["epoch_losses"],
+        "bind_encoder": report["bind"]["encoder_id"],
+        "stores": report["stores"],
+    }
 
 
 def test_audio_bound_to_images_only_is_classified_by_text_far_above_chance(tmp_path):
@@ -55,7 +66,6 @@ def test_audio_bound_to_images_only_is_classified_by_text_far_above_chance(tmp_p
 def _the_cli_redoes_the_evaluation(report):
     """The commands the demo prints reproduce its figures in a new parse (the tiny CLIP's config is
     registered from the JSON beside its checkpoint), and text finds audio it never saw paired."""
-    import json
     import shlex
 
     from flows.cli import main

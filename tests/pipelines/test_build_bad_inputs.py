@@ -1,6 +1,5 @@
 """Bad inputs end in rejects (or manifest problems) with their reason; every good sample is stored."""
 
-import io
 from pathlib import Path
 
 import numpy as np

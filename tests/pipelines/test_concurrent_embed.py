@@ -66,8 +66,9 @@ def _wait_for(condition, proc, what: str, seconds: float = 90.0) -> None:
 @pytest.fixture
 def dataset(tmp_path):
     synthesize(tmp_path / "src", "llvip", 4, seed=0)
-    build_dataset([create_source("llvip", tmp_path / "src")], tmp_path / "ds", BuildConfig(shard_size=2),
-                  progress=False)
+    build_dataset(
+        [create_source("llvip", tmp_path / "src")], tmp_path / "ds", BuildConfig(shard_size=2), progress=False
+    )
     return tmp_path / "ds"
 
 
@@ -85,16 +86,22 @@ def other_checkpoint(tmp_path):
     return path
 
 
-def test_a_second_embed_of_the_same_store_is_refused_and_another_store_runs_alongside(dataset, other_checkpoint,
-                                                                                       tmp_path):
+def test_a_second_embed_of_the_same_store_is_refused_and_another_store_runs_alongside(
+    dataset, other_checkpoint, tmp_path
+):
     encoder_id = store_id(RANDOM.create())
     other = EncoderSpec("openclip:bindset-tiny-clip", str(other_checkpoint), ("image",))
     other_id = store_id(other.create())
     assert other_id != encoder_id
 
     started, go = tmp_path / "started", tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_EMBED, str(dataset), str(started), str(go)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EMBED, str(dataset), str(started), str(go)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(started.exists, proc, "its first batch")
         assert (dataset / fmt.LOCKS_DIR / f"embed-{encoder_id}.lock").exists()

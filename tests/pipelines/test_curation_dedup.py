@@ -46,8 +46,9 @@ def planted(tmp_path_factory):
         for shard in index["shard"].unique().sort().to_list():
             part = index.filter(pl.col("shard") == shard)
             images = reader.read_batch(shard, part["row"].to_list(), "image")
-            commit_embeddings(ds, STORE, shard, part["sample_id"].to_list(),
-                              {"image": np.stack([descriptor(img) for img in images])})
+            commit_embeddings(
+                ds, STORE, shard, part["sample_id"].to_list(), {"image": np.stack([descriptor(img) for img in images])}
+            )
     uri = dict(zip(index["sample_id"].to_list(), index["uri_image"].to_list()))
     return p, ds, uri
 
@@ -103,8 +104,10 @@ def test_near_duplicates_precision_and_recall(planted):
     found_near, truth_near = {x for x in found if is_near(x)}, {x for x in truth if is_near(x)}
     near_precision = len(found_near & truth) / len(found_near)
     near_recall = len(found_near & truth_near) / len(truth_near)
-    print(f"exact+near pairs: precision {precision:.3f} recall {recall:.3f}; near pairs: precision "
-          f"{near_precision:.3f} recall {near_recall:.3f}")
+    print(
+        f"exact+near pairs: precision {precision:.3f} recall {recall:.3f}; near pairs: precision "
+        f"{near_precision:.3f} recall {near_recall:.3f}"
+    )
     assert precision >= 0.9 and recall >= 0.8
     assert near_precision >= 0.9 and near_recall >= 0.8
     assert report.exact_dropped == 7 and report.near_dropped == 9
@@ -138,7 +141,8 @@ def test_keep_rule_by_index_column_and_training_pairs(planted):
     p, ds, uri = planted
     dedup_dataset(ds, name="bright", encoder_id=STORE, threshold=0.95, exact=False, keep="max:q_image_mean")
     table = read_dedup(ds, "bright").join(
-        storage.scan_index(ds).select("sample_id", "q_image_mean").collect(), on="sample_id")
+        storage.scan_index(ds).select("sample_id", "q_image_mean").collect(), on="sample_id"
+    )
     for _, group in table.group_by("group"):
         assert group.filter(pl.col("kept"))["q_image_mean"][0] == group["q_image_mean"].max()
     with pytest.raises(ValueError, match="no column"):

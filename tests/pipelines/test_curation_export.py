@@ -36,11 +36,16 @@ def dataset(tmp_path_factory):
     for shard in index["shard"].unique().to_list():
         part = index.filter(pl.col("shard") == shard)["sample_id"].to_list()
         commit_embeddings(ds, "toy", shard, part, {"image": rng.standard_normal((len(part), 8)).astype(np.float32)})
-    table = pl.DataFrame({"sample_id": ids, "group": [0, 0] + list(range(1, len(ids) - 1)),
-                          "kept": [True, False] + [True] * (len(ids) - 2),
-                          "reason": ["representative", "near"] + ["unique"] * (len(ids) - 2),
-                          "similarity": [1.0, 0.97] + [None] * (len(ids) - 2),
-                          "representative": [ids[0], ids[0]] + ids[2:]})
+    table = pl.DataFrame(
+        {
+            "sample_id": ids,
+            "group": [0, 0] + list(range(1, len(ids) - 1)),
+            "kept": [True, False] + [True] * (len(ids) - 2),
+            "reason": ["representative", "near"] + ["unique"] * (len(ids) - 2),
+            "similarity": [1.0, 0.97] + [None] * (len(ids) - 2),
+            "representative": [ids[0], ids[0]] + ids[2:],
+        }
+    )
     write_dedup(ds, "hand", table, {"note": "written by the test"})
     return ds, ids
 

@@ -68,15 +68,15 @@ def test_new_checkpoint_makes_a_new_store_and_keeps_the_old(tmp_path, tiny_clip_
     synthesize(src, "image-text", 2, seed=3)
     ds = tmp_path / "ds"
     build_dataset([create_source("image-text", src)], ds, BuildConfig(shard_size=2), progress=False)
-    old = embed_dataset(ds, EncoderSpec("openclip:bindset-tiny-clip", str(tiny_clip_checkpoint)), executor="local",
-                        progress=False)
+    old = embed_dataset(
+        ds, EncoderSpec("openclip:bindset-tiny-clip", str(tiny_clip_checkpoint)), executor="local", progress=False
+    )
     old_file = next((ds / "embeddings" / old.encoder_id).glob("*.parquet"))
     before = old_file.read_bytes()
     weights = {k: v * 1.01 if v.is_floating_point() else v for k, v in load_file(str(tiny_clip_checkpoint)).items()}
     new_ckpt = tmp_path / "tiny-v2.safetensors"
     save_file(weights, str(new_ckpt))
-    new = embed_dataset(ds, EncoderSpec("openclip:bindset-tiny-clip", str(new_ckpt)), executor="local",
-                        progress=False)
+    new = embed_dataset(ds, EncoderSpec("openclip:bindset-tiny-clip", str(new_ckpt)), executor="local", progress=False)
     assert new.encoder_id != old.encoder_id and len(new.embedded) == 1
     assert old_file.read_bytes() == before
     assert sorted(p.name for p in (ds / "embeddings").iterdir()) == sorted([old.encoder_id, new.encoder_id])
@@ -87,8 +87,12 @@ def test_missing_modality_is_null_not_numbers(tmp_path, tiny_clip_checkpoint):
     synthesize(src, "llvip", 2, seed=1)
     ds = tmp_path / "ds"
     build_dataset([create_source("llvip", src)], ds, BuildConfig(shard_size=4), progress=False)
-    report = embed_dataset(ds, EncoderSpec("openclip:bindset-tiny-clip", str(tiny_clip_checkpoint),
-                                           ("image", "text")), executor="local", progress=False)
+    report = embed_dataset(
+        ds,
+        EncoderSpec("openclip:bindset-tiny-clip", str(tiny_clip_checkpoint), ("image", "text")),
+        executor="local",
+        progress=False,
+    )
     store = storage.scan_embeddings(ds, report.encoder_id).collect()
     assert store["text"].null_count() == 2 and store["image"].null_count() == 0
 

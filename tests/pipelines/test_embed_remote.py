@@ -6,7 +6,6 @@ import shutil
 import sys
 
 import numpy as np
-import polars as pl
 import pytest
 
 import storage
@@ -72,7 +71,9 @@ def test_s3_store_rerun_and_appended_shards(s3_server, s3_bucket, tmp_path):
     third = embed_dataset(url, SPEC, executor=LocalExecutor(), progress=False)
     assert sorted(s.shard_id for s in third.embedded) == committed[2:] and third.already_done == 2
     assert _store_keys(s3_server, s3_bucket, first.encoder_id) == [
-        *(f"{i:05d}.parquet" for i in committed), "encoder.json"]
+        *(f"{i:05d}.parquet" for i in committed),
+        "encoder.json",
+    ]
     store = storage.scan_embeddings(url, first.encoder_id).collect()
     index_ids = storage.scan_index(url).collect()["sample_id"]
     assert store.height == 6 and sorted(store["sample_id"]) == sorted(index_ids)
@@ -138,5 +139,7 @@ def test_map_on_workers_restarts_dead_actors_and_surfaces_worker_errors(ray_exec
     with pytest.raises(ValueError, match="bad item 3"):
         list(ray_executor.map_on_workers(_Raises, "work", [3]))
     # In-process: one worker, the same results.
-    assert dict(LocalExecutor().map_on_workers(functools.partial(_DiesOnce, str(tmp_path)), "work", [1, 2])) \
-        .keys() == {1, 2}
+    assert dict(LocalExecutor().map_on_workers(functools.partial(_DiesOnce, str(tmp_path)), "work", [1, 2])).keys() == {
+        1,
+        2,
+    }

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from pipelines.sources import create_source  # noqa: E402
 from pipelines.synth import synthesize  # noqa: E402
 from storage import format as fmt  # noqa: E402
 from storage.catalog import content_hash, load_catalog  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -42,8 +42,7 @@ def _sun(sources):
 def test_two_node_build_equals_local_build(ray_cluster, sources, tmp_path):
     cfg = BuildConfig(shard_size=2)
     build_dataset(_sun(sources), tmp_path / "local", cfg, executor=LocalExecutor(), progress=False)
-    report = build_dataset(_sun(sources), tmp_path / "ray", cfg, executor=RayExecutor(max_in_flight=4),
-                           progress=False)
+    report = build_dataset(_sun(sources), tmp_path / "ray", cfg, executor=RayExecutor(max_in_flight=4), progress=False)
     assert report.stored == 16
     shards = load_catalog(tmp_path / "ray")["shards"]
     assert len({entry["node_id"] for entry in shards.values()}) == 2, "shards were not built on both nodes"

@@ -46,7 +46,8 @@ def test_inspect_gives_the_same_summary(twins):
     assert remote.pop("dataset") == twins.url and local.pop("dataset") == str(twins.local.resolve())
     assert remote == local
     assert remote["samples"] == 4 and remote["embeddings"] == [
-        {"encoder_id": twins.encoder_id, "samples": 4, "coverage": 1.0}]
+        {"encoder_id": twins.encoder_id, "samples": 4, "coverage": 1.0}
+    ]
 
 
 def test_validate_gives_the_same_verdict_and_lists_uncommitted_objects(twins, s3_server):
@@ -79,13 +80,19 @@ def test_validate_detects_a_corrupted_shard_object(twins, s3_server):
     client.put_object(Bucket=twins.bucket, Key="corrupt/shards/00001.h5", Body=data[: len(data) // 2])
     report = validate_dataset(url)
     assert not report.ok and report.missing == []
-    assert report.corrupt == ["00000: shard sha256 differs from dataset.json",
-                              f"00001: shard is {len(data) // 2} bytes, dataset.json says {len(data)}"]
+    assert report.corrupt == [
+        "00000: shard sha256 differs from dataset.json",
+        f"00001: shard is {len(data) // 2} bytes, dataset.json says {len(data)}",
+    ]
 
 
 def test_search_gives_the_same_hits_and_takes_query_files_by_url(twins, s3_server):
-    ids, vectors = storage.scan_embeddings(twins.local, twins.encoder_id).sort("sample_id").collect() \
+    ids, vectors = (
+        storage.scan_embeddings(twins.local, twins.encoder_id)
+        .sort("sample_id")
+        .collect()
         .pipe(lambda f: (f["sample_id"].to_list(), f["image"].to_numpy()))
+    )
     query = vectors[1]
     remote = search_store(twins.url, twins.encoder_id, "image", query, k=3)
     local = search_store(twins.local, twins.encoder_id, "image", query, k=3)
@@ -100,8 +107,9 @@ def test_search_gives_the_same_hits_and_takes_query_files_by_url(twins, s3_serve
     s3_server.client().upload_file(str(image), twins.bucket, "queries/q.jpg")
     by_url = embed_query(f"s3://{twins.bucket}/queries/q.jpg", "image", encoder)
     assert np.array_equal(by_url, embed_query(image, "image", encoder))
-    hits = search_store(twins.url, twins.encoder_id, "image", [Query(f"s3://{twins.bucket}/queries/q.jpg", "image",
-                                                                     encoder)], k=1)
+    hits = search_store(
+        twins.url, twins.encoder_id, "image", [Query(f"s3://{twins.bucket}/queries/q.jpg", "image", encoder)], k=1
+    )
     assert len(hits) == 1
 
 
@@ -109,7 +117,11 @@ def test_report_from_and_to_s3_equals_the_local_report(twins, s3_server, tmp_pat
     page = write_report(twins.url, f"s3://{twins.bucket}/report", n=2, seed=0)
     assert str(page) == f"s3://{twins.bucket}/report/index.html"
     assert s3_server.keys(twins.bucket, "report/") == [
-        "report/index.html", "report/quality.png", "report/sample_00.png", "report/sample_01.png"]
+        "report/index.html",
+        "report/quality.png",
+        "report/sample_00.png",
+        "report/sample_01.png",
+    ]
     local_page = write_report(twins.local, tmp_path / "out", n=2, seed=0)
     client = s3_server.client()
 
@@ -127,6 +139,7 @@ def test_report_from_and_to_s3_equals_the_local_report(twins, s3_server, tmp_pat
 
 # -- reachability from every node, with each node's own credentials --------------------------------
 
+
 @pytest.fixture
 def cluster_with_a_node_without_credentials(s3_server):
     """Head (with the bucket's credentials) + one worker node started without any: no keys in its
@@ -135,18 +148,25 @@ def cluster_with_a_node_without_credentials(s3_server):
     import ray
     from conftest import _free_port, loopback_ray_cluster
 
-    bare = {k: v for k, v in os.environ.items()
-            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
-    bare.update(AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
-                AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
-                RAY_USAGE_STATS_ENABLED="0")
+    bare = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    }
+    bare.update(
+        AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_CONFIG_FILE="/nonexistent",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     with loopback_ray_cluster(worker_env=bare, worker_resources={"no_credentials": 1}) as address:
         bare_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "no_credentials" in n["Resources"])
         yield address, bare_node
 
 
-def test_check_root_reachable_names_the_node_without_credentials(cluster_with_a_node_without_credentials,
-                                                                 s3_bucket, tmp_path):
+def test_check_root_reachable_names_the_node_without_credentials(
+    cluster_with_a_node_without_credentials, s3_bucket, tmp_path
+):
     from pipelines.executors.ray import RayExecutor
 
     address, bare_node = cluster_with_a_node_without_credentials

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import storage
 from pipelines.build import build_dataset
 from pipelines.config import BuildConfig
 from pipelines.report import pick_samples, write_report
 from pipelines.sources import create_source
 from pipelines.synth import synthesize
-import storage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,8 +38,12 @@ def report(tmp_path_factory):
     layouts = {"sunrgbd": {}, "llvip": {}, "audioset": {"duration": 4.0}, "ego4d": {"duration": 8.0}}
     for layout, options in layouts.items():
         synthesize(root / layout, layout, 1 if layout == "ego4d" else 2, seed=3, **options)
-    build_dataset([create_source(layout, root / layout) for layout in layouts], root / "ds",
-                  BuildConfig(shard_size=4), progress=False)
+    build_dataset(
+        [create_source(layout, root / layout) for layout in layouts],
+        root / "ds",
+        BuildConfig(shard_size=4),
+        progress=False,
+    )
     html_path = write_report(root / "ds", root / "out", n=5, seed=0)
     return root / "ds", html_path
 
@@ -69,8 +73,14 @@ def test_report_shows_every_source_counts_and_quality(report, tmp_path):
     for source in ("sunrgbd", "llvip", "audioset", "ego4d"):
         assert f"{source}:{source}" in page, f"no sample of {source} on the contact sheet"
     assert "samples by source and split" in page and "samples by modalities" in page
-    for column in ("q_image_mean", "q_depth_valid_fraction", "q_thermal_dynamic_range", "q_audio_silence_fraction",
-                   "q_imu_gap_fraction", "q_clip_coverage"):
+    for column in (
+        "q_image_mean",
+        "q_depth_valid_fraction",
+        "q_thermal_dynamic_range",
+        "q_audio_silence_fraction",
+        "q_imu_gap_fraction",
+        "q_clip_coverage",
+    ):
         assert column in page
     # Rerunning into the same folder replaces the sample figures instead of piling them up.
     write_report(dataset, tmp_path, n=4, seed=1)
@@ -92,10 +102,21 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         pytest.skip("/usr/bin/chromium is absent (Debian package 'chromium'; CI installs it with apt)")
     _, html_path = report
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
-           html_path.resolve().as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        html_path.resolve().as_uri(),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), f"chromium wrote no screenshot (rc {result.returncode}): {result.stderr[-2000:]}"
     if os.environ.get("BINDSET_REPORT_SHOT"):  # keep the screenshot to look at it

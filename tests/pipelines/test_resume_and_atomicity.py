@@ -1,6 +1,5 @@
 """Determinism, atomic commits under SIGKILL, resume, config changes and concurrent builds."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -93,13 +92,27 @@ def _cli(*args: str) -> list[str]:
 def test_sigkill_mid_shard_leaves_no_partial_shard_and_rerun_completes(sun_source, tmp_path):
     out = tmp_path / "ds"
     proc = subprocess.Popen(
-        _cli("build", str(sun_source), "--layout", "sunrgbd", "--out", str(out), "--shard-size", "2",
-             "--executor", "local", "--no-progress"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _cli(
+            "build",
+            str(sun_source),
+            "--layout",
+            "sunrgbd",
+            "--out",
+            str(out),
+            "--shard-size",
+            "2",
+            "--executor",
+            "local",
+            "--no-progress",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # Kill once one shard is committed and the next one is being written in _tmp.
-    _wait_for(lambda: len(list((out / fmt.INDEX_DIR).glob("*.parquet"))) >= 1
-              and any((out / fmt.TMP_DIR).glob("*/*.h5")), what="a committed shard and one in progress")
+    _wait_for(
+        lambda: len(list((out / fmt.INDEX_DIR).glob("*.parquet"))) >= 1 and any((out / fmt.TMP_DIR).glob("*/*.h5")),
+        what="a committed shard and one in progress",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     committed = sorted(p.stem for p in (out / fmt.INDEX_DIR).glob("*.parquet"))
@@ -123,9 +136,21 @@ def test_sigkill_mid_shard_leaves_no_partial_shard_and_rerun_completes(sun_sourc
 def test_second_concurrent_build_is_refused_naming_the_holder(sun_source, tmp_path):
     out = tmp_path / "ds"
     proc = subprocess.Popen(
-        _cli("build", str(sun_source), "--layout", "sunrgbd", "--out", str(out), "--shard-size", "1",
-             "--executor", "local", "--no-progress"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _cli(
+            "build",
+            str(sun_source),
+            "--layout",
+            "sunrgbd",
+            "--out",
+            str(out),
+            "--shard-size",
+            "1",
+            "--executor",
+            "local",
+            "--no-progress",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for(lambda: (out / fmt.LOCKS_DIR / "build.lock").exists(), what="the first build's lock")

@@ -25,8 +25,14 @@ def llvip(tmp_path):
 
 
 def _build(src, out, **kwargs):
-    return build_dataset([create_source("llvip", src, name="llvip")], out, BuildConfig(shard_size=4),
-                         executor=LocalExecutor(), progress=False, **kwargs)
+    return build_dataset(
+        [create_source("llvip", src, name="llvip")],
+        out,
+        BuildConfig(shard_size=4),
+        executor=LocalExecutor(),
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_transient_rejects_are_recovered_and_permanent_ones_stay(llvip, tmp_path, monkeypatch):

@@ -41,14 +41,24 @@ def s3_sources(s3_server, local_sources):
 @pytest.fixture(scope="module")
 def local_reference(local_sources, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "ds"
-    build_dataset([create_source("llvip", local_sources, name="llvip")], out, BuildConfig(shard_size=2),
-                  executor=LocalExecutor(), progress=False)
+    build_dataset(
+        [create_source("llvip", local_sources, name="llvip")],
+        out,
+        BuildConfig(shard_size=2),
+        executor=LocalExecutor(),
+        progress=False,
+    )
     return out
 
 
 def _build(sources_url, out, executor=None):
-    return build_dataset([create_source("llvip", sources_url, name="llvip")], out, BuildConfig(shard_size=2),
-                         executor=executor or LocalExecutor(), progress=False)
+    return build_dataset(
+        [create_source("llvip", sources_url, name="llvip")],
+        out,
+        BuildConfig(shard_size=2),
+        executor=executor or LocalExecutor(),
+        progress=False,
+    )
 
 
 def test_s3_build_equals_local_build_and_reruns_build_nothing(s3_server, s3_sources, local_reference):
@@ -92,8 +102,7 @@ def _wait_for(predicate, timeout=120.0, what=""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s3_sources, local_reference,
-                                                                    tmp_path):
+def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s3_sources, local_reference, tmp_path):
     bucket = s3_server.new_bucket()
     out = f"s3://{bucket}/ds"
     code = (
@@ -104,10 +113,10 @@ def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s
         f"build_dataset([create_source('llvip', {s3_sources!r}, name='llvip')], {out!r}, BuildConfig(shard_size=2),"
         " executor=LocalExecutor(), progress=False)\n"
     )
-    env = {**os.environ, "BINDSET_FAULTS": "shard:*=slow", "BINDSET_FAULTS_DELAY_S": "1.5",
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "BINDSET_FAULTS": "shard:*=slow", "BINDSET_FAULTS_DELAY_S": "1.5", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         _wait_for(lambda: len(s3_server.keys(bucket, "ds/index/")) >= 1, what="a committed shard")
         # A second live build is refused, naming the holder.
@@ -130,6 +139,7 @@ def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s
 
 # -- two nodes, nothing shared but the bucket ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ray_cluster_with_s3(s3_server):
     """Both nodes get the S3 endpoint and credentials from their own environment (started after the
@@ -140,8 +150,7 @@ def ray_cluster_with_s3(s3_server):
         yield address
 
 
-def test_two_node_cluster_builds_s3_to_s3_equal_to_local(ray_cluster_with_s3, s3_server, s3_sources,
-                                                         local_reference):
+def test_two_node_cluster_builds_s3_to_s3_equal_to_local(ray_cluster_with_s3, s3_server, s3_sources, local_reference):
     from pipelines.executors.ray import RayExecutor
 
     bucket = s3_server.new_bucket()

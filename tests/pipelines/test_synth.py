@@ -23,8 +23,6 @@ from pipelines.synth import LAYOUTS, SynthResult, synthesize, write_mp4
 from pipelines.synth import audioset as syn_audioset
 from pipelines.synth import ego4d as syn_ego4d
 
-
-
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -72,8 +70,13 @@ def clean_imu(rows):
     """What a reader must do: drop NULL timestamps, sort, drop duplicates -> t [N] s, data [N, 6]."""
     keep = [r for r in rows if r["canonical_timestamp_ms"] != ""]
     arr = np.array(
-        [[float(r[k]) for k in ("canonical_timestamp_ms", "gyro_x", "gyro_y", "gyro_z", "accl_x", "accl_y", "accl_z")]
-         for r in keep]
+        [
+            [
+                float(r[k])
+                for k in ("canonical_timestamp_ms", "gyro_x", "gyro_y", "gyro_z", "accl_x", "accl_y", "accl_z")
+            ]
+            for r in keep
+        ]
     )
     arr = np.unique(arr, axis=0)  # sorts by time and removes the duplicated row
     return arr[:, 0] / 1000.0, arr[:, 1:]
@@ -235,8 +238,17 @@ def test_audioset_sounds_happen_at_visual_events(aset):
 
 
 def test_audioset_options(tmp_path):
-    res = synthesize(tmp_path / "a", "audioset", 1, seed=1, duration=3.0, audio=False, gop_size=5,
-                     start_offset_s=1.5, classes=("clock",))
+    res = synthesize(
+        tmp_path / "a",
+        "audioset",
+        1,
+        seed=1,
+        duration=3.0,
+        audio=False,
+        gop_size=5,
+        start_offset_s=1.5,
+        classes=("clock",),
+    )
     path = res.root / res.files[0]
     with av.open(str(path)) as c:
         assert len(c.streams.audio) == 0
@@ -244,8 +256,9 @@ def test_audioset_options(tmp_path):
         assert float(v.start_time * v.time_base) == pytest.approx(1.5, abs=1e-3)
         keys = [i for i, p in enumerate(c.demux(v)) if p.size and p.is_keyframe]
     assert keys[:3] == [0, 5, 10]
-    res = synthesize(tmp_path / "b", "audioset", 1, seed=1, duration=3.0, channels=1, sample_rate=16000,
-                     start_offset_s=0.5)
+    res = synthesize(
+        tmp_path / "b", "audioset", 1, seed=1, duration=3.0, channels=1, sample_rate=16000, start_offset_s=0.5
+    )
     path = res.root / res.files[0]
     audio, sr, t0 = decode_audio(path)
     assert sr == 16000 and audio.shape[0] == 1
@@ -295,16 +308,20 @@ def test_ego4d_files_and_formats(ego: SynthResult):
         assert info["fps"] == pytest.approx(30) and len(frames) == int(EGO_SECONDS * 30)
         assert info["audio"] == ["aac"]
         header, rows = read_imu(root / f"v2/imu/{uid}.csv")
-        assert header == ("component_idx,component_timestamp_ms,canonical_timestamp_ms,"
-                          "gyro_x,gyro_y,gyro_z,accl_x,accl_y,accl_z")
+        assert header == (
+            "component_idx,component_timestamp_ms,canonical_timestamp_ms,gyro_x,gyro_y,gyro_z,accl_x,accl_y,accl_z"
+        )
         t = np.array([float(r["canonical_timestamp_ms"]) for r in rows if r["canonical_timestamp_ms"] != ""])
         assert len(t) < len(rows), "some NULL canonical timestamps"
         assert (np.diff(t) < 0).any(), "some rows out of order"
         assert np.median(np.diff(np.sort(t))) == pytest.approx(5.0, abs=0.3)
         assert np.diff(np.sort(t)).std() > 0.05, "jittered"
         assert len({tuple(r.values()) for r in rows}) == len(rows) - 1, "one duplicated row"
-        offsets = {round(float(r["component_timestamp_ms"]) - float(r["canonical_timestamp_ms"]), 2)
-                   for r in rows if r["canonical_timestamp_ms"] != ""}
+        offsets = {
+            round(float(r["component_timestamp_ms"]) - float(r["canonical_timestamp_ms"]), 2)
+            for r in rows
+            if r["canonical_timestamp_ms"] != ""
+        }
         assert len(offsets) == 1
         ts, data = clean_imu(rows)
         assert np.median(data[:, 5]) == pytest.approx(9.81, abs=0.3), "gravity on accl_z"

@@ -20,7 +20,11 @@ SEED = 7
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,12 @@ def caption_root(tmp_path_factory) -> tuple[Path, list[str]]:
 
 def test_floor_and_sphere_depth_match_closed_form():
     cam = sc.Camera(64, 48, 40.0, 40.0, 32.0, 24.0, (0.0, 0.0, 1.5))
-    scene = sc.Scene((sc.Thing(sc.Plane((0, 0, 1), 0.0), sc.Material((0.5, 0.5, 0.5)), "floor"),
-                      sc.Thing(sc.Sphere((0.0, 4.0, 1.5), 0.5), sc.Material((1, 0, 0)), "sphere")))
+    scene = sc.Scene(
+        (
+            sc.Thing(sc.Plane((0, 0, 1), 0.0), sc.Material((0.5, 0.5, 0.5)), "floor"),
+            sc.Thing(sc.Sphere((0.0, 4.0, 1.5), 0.5), sc.Material((1, 0, 0)), "sphere"),
+        )
+    )
     hit = sc.render(scene, cam)
     # OpenCV convention: row v looks (v - cy) / fy below the axis; the floor is at z-depth h / that
     for v in (30, 40, 47):
@@ -81,8 +89,12 @@ def test_window_culling_changes_nothing():
 
 def test_box_and_cylinder_normals_face_the_camera():
     cam = sc.Camera(80, 60, 60.0, 60.0, 40.0, 30.0, (0.0, 0.0, 1.0))
-    scene = sc.Scene((sc.Thing(sc.Box((-0.6, 3.0, 1.0), (0.6, 0.6, 0.6), 0.3), sc.Material((1, 1, 1)), "cube"),
-                      sc.Thing(sc.Cylinder((0.6, 3.0, 0.5), 0.25, 1.0), sc.Material((1, 1, 1)), "cylinder")))
+    scene = sc.Scene(
+        (
+            sc.Thing(sc.Box((-0.6, 3.0, 1.0), (0.6, 0.6, 0.6), 0.3), sc.Material((1, 1, 1)), "cube"),
+            sc.Thing(sc.Cylinder((0.6, 3.0, 0.5), 0.25, 1.0), sc.Material((1, 1, 1)), "cylinder"),
+        )
+    )
     hit = sc.render(scene, cam)
     for i in (0, 1):
         m = hit.index == i

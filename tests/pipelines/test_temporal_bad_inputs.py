@@ -1,6 +1,5 @@
 """Bad temporal inputs: each is a reject with its reason (or documented handling); good samples stay."""
 
-
 import polars as pl
 
 import storage
@@ -36,15 +35,18 @@ def test_bad_video_audio_and_imu_inputs(tmp_path):
     rows.insert(30, rows[30])  # duplicated row
     rows[40] = rows[40].replace("9.8", "nan")
     (imu / "messy.csv").write_text("\n".join([HEADER, *rows]) + "\n")
-    (imu / "no_accel.csv").write_text("component_idx,component_timestamp_ms,canonical_timestamp_ms,gyro_x,gyro_y,gyro_z\n"
-                                      "0,1,0,0.1,0.2,0.3\n")
+    (imu / "no_accel.csv").write_text(
+        "component_idx,component_timestamp_ms,canonical_timestamp_ms,gyro_x,gyro_y,gyro_z\n0,1,0,0.1,0.2,0.3\n"
+    )
     (imu / "empty.csv").write_text("")
-    pl.DataFrame({
-        "video": [good_video, "truncated.mp4", "empty.mp4", silent, None, None, None],
-        "audio": [good_video, "truncated.mp4", "empty.mp4", silent, None, None, None],
-        "imu": [None, None, None, None, "imu/messy.csv", "imu/no_accel.csv", "imu/empty.csv"],
-        "anchor_s": [None, None, None, None, 3.5, 3.5, 3.5],
-    }).write_parquet(root / "pairs.parquet")
+    pl.DataFrame(
+        {
+            "video": [good_video, "truncated.mp4", "empty.mp4", silent, None, None, None],
+            "audio": [good_video, "truncated.mp4", "empty.mp4", silent, None, None, None],
+            "imu": [None, None, None, None, "imu/messy.csv", "imu/no_accel.csv", "imu/empty.csv"],
+            "anchor_s": [None, None, None, None, 3.5, 3.5, 3.5],
+        }
+    ).write_parquet(root / "pairs.parquet")
 
     # The generic adapter needs every listed modality per row: split into the two kinds of rows.
     table = pl.read_parquet(root / "pairs.parquet")

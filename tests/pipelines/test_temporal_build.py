@@ -20,8 +20,10 @@ def audioset_ds(tmp_path_factory):
     root = tmp_path_factory.mktemp("as")
     synthesize(root / "with_audio", "audioset", 3, seed=1, duration=6.0)
     synthesize(root / "silent", "audioset", 1, seed=2, duration=4.0, audio=False)
-    sources = [create_source("audioset", root / "with_audio", name="as"),
-               create_source("audioset", root / "silent", name="as-noaudio")]
+    sources = [
+        create_source("audioset", root / "with_audio", name="as"),
+        create_source("audioset", root / "silent", name="as-noaudio"),
+    ]
     report = build_dataset(sources, root / "ds", BuildConfig(shard_size=2), progress=False)
     return root, report
 
@@ -54,8 +56,12 @@ def test_a_clip_without_audio_is_a_reject_naming_the_missing_partner(audioset_ds
 
 def test_keep_partial_stores_the_video_only_clip_and_counts_it(audioset_ds, tmp_path):
     root, _ = audioset_ds
-    report = build_dataset([create_source("audioset", root / "silent", name="as-noaudio")], tmp_path / "ds",
-                           BuildConfig(shard_size=2, keep_partial=True), progress=False)
+    report = build_dataset(
+        [create_source("audioset", root / "silent", name="as-noaudio")],
+        tmp_path / "ds",
+        BuildConfig(shard_size=2, keep_partial=True),
+        progress=False,
+    )
     assert report.stored == 1 and report.rejected == 0
     assert "partial samples kept (missing a partner of their layout): 1" in report.lines()
     silent = storage.scan_index(tmp_path / "ds").collect()
@@ -81,8 +87,9 @@ def test_stored_tensors_read_back_as_the_reference_preprocessing(audioset_ds):
 
 def test_ego4d_builds_one_sample_per_narration_with_centred_imu(tmp_path):
     synthesize(tmp_path / "ego", "ego4d", 1, seed=4, duration=12.0)
-    report = build_dataset([create_source("ego4d", tmp_path / "ego")], tmp_path / "ds", BuildConfig(shard_size=4),
-                           progress=False)
+    report = build_dataset(
+        [create_source("ego4d", tmp_path / "ego")], tmp_path / "ds", BuildConfig(shard_size=4), progress=False
+    )
     index = storage.scan_index(tmp_path / "ds").collect()
     assert report.rejected == 0 and index.height >= 1
     for row in index.iter_rows(named=True):
@@ -103,10 +110,21 @@ def test_imu_spike_sits_at_the_window_centre(tmp_path):
     synthesize(tmp_path / "ego", "ego4d", 1, seed=5, duration=10.0)
     events = pl.read_csv(tmp_path / "ego" / "events.csv")
     uid, t_event = events.row(0)
-    pl.DataFrame({"video": [f"v2/full_scale/{uid}.mp4"], "imu": [f"v2/imu/{uid}.csv"], "anchor_s": [t_event],
-                  "t0": [t_event - 2.5], "t1": [t_event + 2.5]}).write_csv(tmp_path / "ego" / "pairs.csv")
-    build_dataset([create_source("generic", tmp_path / "ego" / "pairs.csv")], tmp_path / "ds",
-                  BuildConfig(shard_size=2), progress=False)
+    pl.DataFrame(
+        {
+            "video": [f"v2/full_scale/{uid}.mp4"],
+            "imu": [f"v2/imu/{uid}.csv"],
+            "anchor_s": [t_event],
+            "t0": [t_event - 2.5],
+            "t1": [t_event + 2.5],
+        }
+    ).write_csv(tmp_path / "ego" / "pairs.csv")
+    build_dataset(
+        [create_source("generic", tmp_path / "ego" / "pairs.csv")],
+        tmp_path / "ds",
+        BuildConfig(shard_size=2),
+        progress=False,
+    )
     with storage.open_dataset(tmp_path / "ds") as reader:
         imu = reader[storage.scan_index(tmp_path / "ds").collect()["sample_id"][0]]["imu"]
     accel = np.linalg.norm(imu[:3], axis=0)
@@ -129,7 +147,10 @@ def test_cli_preprocess_imu(tmp_path):
     csv = next((tmp_path / "ego" / "v2" / "imu").glob("*.csv"))
     assert main(["preprocess", str(csv), "--modality", "imu", "--anchor", "4.0", "--out", str(tmp_path / "i.npy")]) == 0
     assert np.load(tmp_path / "i.npy").shape == (6, 2000)
-    assert main(["preprocess", str(csv), "--modality", "imu", "--preset", "imu2clip", "--out", str(tmp_path / "j.npy")]) == 0
+    assert (
+        main(["preprocess", str(csv), "--modality", "imu", "--preset", "imu2clip", "--out", str(tmp_path / "j.npy")])
+        == 0
+    )
     assert np.load(tmp_path / "j.npy").shape == (6, 1000)
     series = parse_ego4d_imu_csv(csv)
     assert np.all(np.diff(series.times_s) > 0)

@@ -49,11 +49,14 @@ def audio_dataset(tmp_path_factory):
     """12 AudioSet-layout clips built into shards, plus a target store whose 'image' vectors are a
     class direction plus per-sample noise (what a frozen image encoder would roughly give)."""
     root = tmp_path_factory.mktemp("bind")
-    synthesize(root / "src", "audioset", 12, seed=3, duration=4.0, width=112, height=112, fps=10,
-               sample_rate=16000)
+    synthesize(root / "src", "audioset", 12, seed=3, duration=4.0, width=112, height=112, fps=10, sample_rate=16000)
     ds = root / "ds"
-    build_dataset([create_source("audioset", root / "src")], ds,
-                  BuildConfig(video=VideoConfig(size=112, num_crops=1), shard_size=8), progress=False)
+    build_dataset(
+        [create_source("audioset", root / "src")],
+        ds,
+        BuildConfig(video=VideoConfig(size=112, num_crops=1), shard_size=8),
+        progress=False,
+    )
     rng = np.random.default_rng(0)
     centroids = rng.standard_normal((len(CLASSES), 16)).astype(np.float32)
     index = storage.scan_index(ds).select("sample_id", "shard", "label").collect()
@@ -213,8 +216,13 @@ class WordEncoder:
 
 def test_zero_shot_through_a_text_encoder_with_prompt_ensembling():
     emb = np.eye(3, 8, dtype=np.float32)  # one sample per class, along its word direction
-    result = zero_shot_classify(emb, ["ball", "siren", "bird"], WordEncoder(), ["ball", "siren", "bird"],
-                                templates=("a photo of a {}.", "a {}."))
+    result = zero_shot_classify(
+        emb,
+        ["ball", "siren", "bird"],
+        WordEncoder(),
+        ["ball", "siren", "bird"],
+        templates=("a photo of a {}.", "a {}."),
+    )
     assert result.accuracy == 1.0
     # a mapping label -> prompt name
     named = zero_shot_classify(emb[:1], ["round"], WordEncoder(), {"round": "ball", "loud": "siren"})
@@ -246,8 +254,10 @@ def test_embed_a_store_evaluate_it_and_search_it_with_a_query_file(audio_dataset
     retrieval = evaluate_retrieval(audio_dataset, (TARGET, "image"), (audio_store, "audio"))
     assert retrieval.n_queries == 12 and retrieval.chance[1] == pytest.approx(1 / 12)
 
-    labels = {sid: _class_of(lab) for sid, lab in
-              storage.scan_index(audio_dataset).select("sample_id", "label").collect().iter_rows()}
+    labels = {
+        sid: _class_of(lab)
+        for sid, lab in storage.scan_index(audio_dataset).select("sample_id", "label").collect().iter_rows()
+    }
 
     class CentroidText:  # class prompts -> the mean target vector of the class
         def encode(self, texts):
@@ -271,8 +281,13 @@ def test_embed_a_store_evaluate_it_and_search_it_with_a_query_file(audio_dataset
     assert "label" in hits[0].fields
     # arithmetic across two query terms, and a ready vector
     q = embed_query(path, "audio", encoder)
-    both = search_store(audio_dataset, audio_store, "audio", [Query(path, "audio", encoder),
-                                                              Query(path, "audio", encoder, weight=2.0)], k=1)
+    both = search_store(
+        audio_dataset,
+        audio_store,
+        "audio",
+        [Query(path, "audio", encoder), Query(path, "audio", encoder, weight=2.0)],
+        k=1,
+    )
     assert both[0].sample_id == sid
     assert search_store(audio_dataset, audio_store, "audio", q, k=1)[0].sample_id == sid
 
@@ -299,16 +314,38 @@ def test_cli_train_embed_eval_and_search(audio_dataset, tmp_path, capsys):
     from flows.cli import main
 
     run_dir = tmp_path / "cli-run"
-    assert main(["train", str(audio_dataset), "--modality", "audio", "--target", TARGET, "--out", str(run_dir),
-                 "--epochs", "2", "--batch-size", "6", "--lr", "3e-3", "--embed", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(audio_dataset),
+                "--modality",
+                "audio",
+                "--target",
+                TARGET,
+                "--out",
+                str(run_dir),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "6",
+                "--lr",
+                "3e-3",
+                "--embed",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "bound audio to fake-image-store (12 pairs" in out
     encoder = load_binding_encoder(run_dir)
     assert f"embedded audio into store {encoder.model_id}" in out
     assert storage.scan_embeddings(audio_dataset, encoder.model_id).collect().height == 12
 
-    assert main(["eval", str(audio_dataset), "--retrieval", f"{TARGET}:image", f"{encoder.model_id}:audio",
-                 "--json"]) == 0
+    assert (
+        main(["eval", str(audio_dataset), "--retrieval", f"{TARGET}:image", f"{encoder.model_id}:audio", "--json"]) == 0
+    )
     figures = json.loads(capsys.readouterr().out)["retrieval"]
     expected = evaluate_retrieval(audio_dataset, (TARGET, "image"), (encoder.model_id, "audio")).to_dict()
     assert figures["recall"] == expected["recall"] and figures["n_queries"] == 12
@@ -316,8 +353,26 @@ def test_cli_train_embed_eval_and_search(audio_dataset, tmp_path, capsys):
     # a sample's own audio file, through the CLI, finds that sample first
     sid, uri = storage.scan_index(audio_dataset).select("sample_id", "uri_audio").collect().row(0)
     path = audio_dataset.parent / "src" / uri
-    assert main(["search", str(path), "--modality", "audio", "--dataset", str(audio_dataset),
-                 "--store", encoder.model_id, "--encoder", str(run_dir), "-k", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(path),
+                "--modality",
+                "audio",
+                "--dataset",
+                str(audio_dataset),
+                "--store",
+                encoder.model_id,
+                "--encoder",
+                str(run_dir),
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["sample_id"] == sid and hits[0]["score"] > 0.999
@@ -330,8 +385,28 @@ def test_cli_train_embed_eval_and_search(audio_dataset, tmp_path, capsys):
     assert "has no embedding store 'no-such-store'; it has: " in err and TARGET in err and encoder.model_id in err
     assert main(["eval", str(audio_dataset)]) == 2
     assert "--retrieval" in capsys.readouterr().err
-    assert main(["search", str(path), str(path), "--modality", "audio", "--dataset", str(audio_dataset),
-                 "--store", encoder.model_id, "--encoder", str(run_dir), "--weight", "1", "2", "3"]) == 2
+    assert (
+        main(
+            [
+                "search",
+                str(path),
+                str(path),
+                "--modality",
+                "audio",
+                "--dataset",
+                str(audio_dataset),
+                "--store",
+                encoder.model_id,
+                "--encoder",
+                str(run_dir),
+                "--weight",
+                "1",
+                "2",
+                "3",
+            ]
+        )
+        == 2
+    )
     assert "--weight: give one value or one per query (2), got 3" in capsys.readouterr().err
 
 

@@ -42,7 +42,13 @@ def test_flash_frame_is_at_the_event_time(media):
     assert info.video.start_time_s == pytest.approx(start)
     assert info.video.duration_s == pytest.approx(DURATION)
     at, before, after = decode_video_frames(
-        path, [(T_EVENT, T_EVENT + Fraction(1, FPS)), (T_EVENT - Fraction(1, FPS), T_EVENT), (T_EVENT + Fraction(1, FPS), T_EVENT + Fraction(2, FPS))], 1
+        path,
+        [
+            (T_EVENT, T_EVENT + Fraction(1, FPS)),
+            (T_EVENT - Fraction(1, FPS), T_EVENT),
+            (T_EVENT + Fraction(1, FPS), T_EVENT + Fraction(2, FPS)),
+        ],
+        1,
     )
     assert at.times_s[0] == pytest.approx(float(T_EVENT), abs=1e-9)
     assert at.frames.mean() > 240

@@ -75,8 +75,15 @@ def _reference_steps(wave: np.ndarray, sr: int, copy_clips: bool = False) -> np.
             clip = clip.clone()
         clip -= clip.mean()
         fb = torchaudio.compliance.kaldi.fbank(
-            clip, htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
-            num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10,
+            clip,
+            htk_compat=True,
+            sample_frequency=16000,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=128,
+            dither=0.0,
+            frame_length=25,
+            frame_shift=10,
         ).T
         fb = torch.nn.functional.pad(fb, (0, max(204 - fb.shape[1], 0)))[:, :204]
         out.append((fb - -4.268) / 9.138)
@@ -191,10 +198,15 @@ def test_long_audio_resamples_only_the_clips():
     assert audio_mod._resampled_for_clips(sine(440, 2.5, 8000), 8000, AudioConfig())[3] is None
 
 
-@pytest.mark.parametrize("name,rel", [
-    ("dog", "imagebind/dog_audio.wav"), ("car", "imagebind/car_audio.wav"),
-    ("bird", "imagebind/bird_audio.wav"), ("mov_bbb", "video_av/mov_bbb.mp4"),
-])
+@pytest.mark.parametrize(
+    "name,rel",
+    [
+        ("dog", "imagebind/dog_audio.wav"),
+        ("car", "imagebind/car_audio.wav"),
+        ("bird", "imagebind/bird_audio.wav"),
+        ("mov_bbb", "video_av/mov_bbb.mp4"),
+    ],
+)
 def test_reference_files_equal_the_whole_signal_steps_exactly(shared, name, rel):
     from preprocess.audio import decode_waveform
 

@@ -64,8 +64,6 @@ def _normalize(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-
-
 def _expected(params: AugmentParams) -> np.ndarray:
     box = params.box
     y = (MARK_V - box.y0) / (box.y1 - box.y0) * S - 0.5
@@ -135,8 +133,10 @@ def test_evaluation_mode_and_off_config_are_the_identity():
     assert draw_params(stored, AugmentConfig(), rng, train=False).is_identity
     assert draw_params(stored, None, rng).is_identity
     assert rng.bit_generator.state == state  # eval draws nothing
-    for out in (augment(stored, AugmentConfig(), rng, _normalize, train=False),
-                augment(stored, AugmentConfig.off(), rng, _normalize, train=True)):
+    for out in (
+        augment(stored, AugmentConfig(), rng, _normalize, train=False),
+        augment(stored, AugmentConfig.off(), rng, _normalize, train=True),
+    ):
         ref = _normalize(stored)
         assert out.keys() == ref.keys()
         for k in ref:
@@ -209,7 +209,7 @@ def test_frequency_masking_sets_bands_of_at_most_F_bins_to_the_mean():
         ready = _normalize(stored)
         out = augment_model_ready(ready, params)
         for clip, bands in enumerate(params.freq_masks):
-            (start, width), = bands
+            ((start, width),) = bands
             widths.append(width)
             assert 0 <= width <= 12 and start + width <= 128
             np.testing.assert_array_equal(out["audio"][clip, 0, start : start + width], 0.0)
@@ -225,7 +225,12 @@ def test_output_size_and_config_validation():
     assert out["image/pixels"].shape == (3, 112, 112) and out["depth/valid"].shape == (1, 112, 112)
     assert out["thermal/intensity"].dtype == np.float32 and 0 <= out["thermal/intensity"].min()
     assert out["thermal/intensity"].max() <= 1
-    for bad in (dict(crop_scale=(0.5, 0.1)), dict(flip_prob=2.0), dict(erase_modalities=("audio",)),
-                dict(freq_mask_bins=-1), dict(brightness=-0.1)):
+    for bad in (
+        dict(crop_scale=(0.5, 0.1)),
+        dict(flip_prob=2.0),
+        dict(erase_modalities=("audio",)),
+        dict(freq_mask_bins=-1),
+        dict(brightness=-0.1),
+    ):
         with pytest.raises(ValueError):
             AugmentConfig(**bad)

@@ -68,8 +68,10 @@ def test_marker_lands_on_the_same_output_pixel_in_rgb_depth_and_thermal(partner_
     size = 224
     depth = _marked(*partner_hw, np.float32, 3.5)  # a disparity value: NEAREST, like crop_depth
     thermal = _marked(*partner_hw, np.float32, 1.0)  # bicubic on float, like crop_thermal
-    boxes = [center_crop_box(*RGB_HW, size), CropBox(*[getattr(center_crop_box(*RGB_HW), k)
-                                                       for k in ("y0", "x0", "y1", "x1")], flip=True)]
+    boxes = [
+        center_crop_box(*RGB_HW, size),
+        CropBox(*[getattr(center_crop_box(*RGB_HW), k) for k in ("y0", "x0", "y1", "x1")], flip=True),
+    ]
     boxes += [random_resized_crop_box(np.random.default_rng(seed), *RGB_HW) for seed in range(200)]
     checked = flips = absent = 0
     for n, box in enumerate(boxes):
@@ -88,7 +90,9 @@ def test_marker_lands_on_the_same_output_pixel_in_rgb_depth_and_thermal(partner_
             checked += 1
             flips += box.flip
         elif outside:
-            assert got_rgb is None and got_depth is None and got_thermal is None, f"box {n}: marker outside the crop yet visible"
+            assert got_rgb is None and got_depth is None and got_thermal is None, (
+                f"box {n}: marker outside the crop yet visible"
+            )
             absent += 1
     # The property was exercised broadly: both flip states and both visible and cropped-away markers.
     assert checked >= 60 and 20 <= flips <= checked - 20 and absent >= 10, (checked, flips, absent)
@@ -109,7 +113,12 @@ def test_center_box_reproduces_resize_then_center_crop_arithmetic():
             rl = int(s * long / short)  # torchvision Resize: long side truncated
             rh, rw = (s, rl) if h <= w else (rl, s)
             assert resized_size(h, w, s) == (rh, rw)
-            assert crop_grid(center_crop_box(h, w, s), s) == (rh, rw, int(round((rh - s) / 2)), int(round((rw - s) / 2))), (h, w, s)
+            assert crop_grid(center_crop_box(h, w, s), s) == (
+                rh,
+                rw,
+                int(round((rh - s) / 2)),
+                int(round((rw - s) / 2)),
+            ), (h, w, s)
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -119,13 +128,17 @@ def test_center_crop_is_bit_identical_to_pil_resize_then_crop(seed):
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     rh, rw = (224, int(224 * w / h)) if h <= w else (int(224 * h / w), 224)
     top, left = int(round((rh - 224) / 2.0)), int(round((rw - 224) / 2.0))
-    expected = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))[top : top + 224, left : left + 224]
+    expected = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))[
+        top : top + 224, left : left + 224
+    ]
     assert np.array_equal(apply_crop(rgb, center_crop_box(h, w), 224, "bicubic"), expected)
 
 
 def test_random_boxes_follow_random_resized_crop_rules():
     h, w = 300, 500
-    assert random_resized_crop_box(np.random.default_rng(7), h, w) == random_resized_crop_box(np.random.default_rng(7), h, w)
+    assert random_resized_crop_box(np.random.default_rng(7), h, w) == random_resized_crop_box(
+        np.random.default_rng(7), h, w
+    )
     boxes = [random_resized_crop_box(np.random.default_rng(s), h, w) for s in range(400)]
     assert len(set(boxes)) > 390
     flips = sum(b.flip for b in boxes)
@@ -233,4 +246,6 @@ def test_pillow_image_crop_equals_the_array_crop(mode, resample):
     image = Image.fromarray(array, mode)
     boxes = [center_crop_box(301, 457, 224)] + [random_resized_crop_box(rng, 301, 457) for _ in range(20)]
     for box in boxes:
-        np.testing.assert_array_equal(apply_crop_image(image, box, 224, resample), apply_crop(array, box, 224, resample))
+        np.testing.assert_array_equal(
+            apply_crop_image(image, box, 224, resample), apply_crop(array, box, 224, resample)
+        )

@@ -113,7 +113,12 @@ def test_seeking_gives_the_same_frames_as_decoding_everything(gop_video):
             k = int(np.argmin(np.abs(full.times_s - t)))
             assert abs(full.times_s[k] - t) < 1e-9
             np.testing.assert_array_equal(img, full.frames[k])
-    assert [list(np.round(c.times_s, 6)) for c in many] == [[0.5, 0.9, 1.4], [5.0, 5.4, 5.9], [7.3, 7.7, 8.2], [8.0, 8.4, 8.9]]
+    assert [list(np.round(c.times_s, 6)) for c in many] == [
+        [0.5, 0.9, 1.4],
+        [5.0, 5.4, 5.9],
+        [7.3, 7.7, 8.2],
+        [8.0, 8.4, 8.9],
+    ]
 
 
 class _SpyContainer:
@@ -274,13 +279,17 @@ SPAN_SETS = [
 ]
 
 
-@pytest.fixture(scope="module", params=[
-    ("mp4", "keyint=20:min-keyint=20:bframes=3"),
-    ("mp4", "keyint=30:bframes=5:b-pyramid=normal"),
-    ("mp4", "keyint=20:min-keyint=20:open-gop=1:bframes=3"),
-    ("matroska", "keyint=20:min-keyint=20:bframes=3"),
-    ("mpegts", "keyint=20"),
-], ids=["mp4-b3", "mp4-pyramid", "mp4-opengop", "mkv", "mpegts"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("mp4", "keyint=20:min-keyint=20:bframes=3"),
+        ("mp4", "keyint=30:bframes=5:b-pyramid=normal"),
+        ("mp4", "keyint=20:min-keyint=20:open-gop=1:bframes=3"),
+        ("matroska", "keyint=20:min-keyint=20:bframes=3"),
+        ("mpegts", "keyint=20"),
+    ],
+    ids=["mp4-b3", "mp4-pyramid", "mp4-opengop", "mkv", "mpegts"],
+)
 def bframe_video(request, tmp_path_factory):
     fmt, params = request.param
     ext = {"mp4": "mp4", "matroska": "mkv", "mpegts": "ts"}[fmt]
@@ -387,9 +396,12 @@ def test_whole_track_conversion_equals_per_frame_conversion(tmp_path, codec, cha
 
 
 def test_audio_opens_decode_like_a_default_open(shared, tmp_path):
-    files = [shared / "samples" / "video_av" / "mov_bbb.mp4", shared / "samples" / "imagebind" / "dog_audio.wav",
-             write_mp4(tmp_path / "av.mp4", color_frames(75, 32, 32), 25, sine(440, 3.0, 48000, 6), 48000, start_s=1.0),
-             write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 2.0, 22050, 2), sample_rate=22050)]
+    files = [
+        shared / "samples" / "video_av" / "mov_bbb.mp4",
+        shared / "samples" / "imagebind" / "dog_audio.wav",
+        write_mp4(tmp_path / "av.mp4", color_frames(75, 32, 32), 25, sine(440, 3.0, 48000, 6), 48000, start_s=1.0),
+        write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 2.0, 22050, 2), sample_rate=22050),
+    ]
     for p in files:
         w, sr = decode_audio(p)
         ref, ref_sr = _plain_decode(p)

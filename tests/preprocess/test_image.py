@@ -47,12 +47,14 @@ def _torchvision_steps(data: bytes) -> np.ndarray:
     """The reference's own transform objects (torchvision Resize/CenterCrop/ToTensor/Normalize)."""
     from torchvision import transforms as T
 
-    tf = T.Compose([
-        T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(224),
-        T.ToTensor(),
-        T.Normalize(mean=CLIP_MEAN, std=CLIP_STD),
-    ])
+    tf = T.Compose(
+        [
+            T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(mean=CLIP_MEAN, std=CLIP_STD),
+        ]
+    )
     return tf(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
 
 

@@ -121,8 +121,9 @@ def test_no_video_raises(tmp_path):
 def test_model_input_with_b_frames_equals_decoding_every_frame(tmp_path):
     """ImageBind's clips tile the video; decoding only what the kept frames need (skipping the
     B-frames nothing references) gives the tensor a decode of every frame gives, bit for bit."""
-    import av
     from fractions import Fraction
+
+    import av
 
     from preprocess.decode import uniform_indices
 
@@ -140,7 +141,9 @@ def test_model_input_with_b_frames_equals_decoding_every_frame(tmp_path):
         for pkt in vs.encode(None):
             out.mux(pkt)
     with av.open(str(p)) as c:
-        every = [(Fraction(f.pts) * c.streams.video[0].time_base, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        every = [
+            (Fraction(f.pts) * c.streams.video[0].time_base, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)
+        ]
     every.sort(key=lambda x: x[0])
     clips = []
     for s, e in video_clip_spans(7.0):

@@ -38,8 +38,9 @@ def pristine(tmp_path_factory):
     built = {}
     for name, (layout, kwargs, n, _, _) in CASES.items():
         synthesize(root / f"{name}-src", layout, n, seed=1, **kwargs)
-        build_dataset([create_source(layout, root / f"{name}-src")], root / name, BuildConfig(shard_size=2),
-                      progress=False)
+        build_dataset(
+            [create_source(layout, root / f"{name}-src")], root / name, BuildConfig(shard_size=2), progress=False
+        )
         built[name] = root / name
     return built
 
@@ -116,8 +117,11 @@ def test_a_corrupt_chunk_is_named_on_every_read_path(case, pristine, tmp_path, c
     report = validate_dataset(root)
     assert not report.ok
     assert [(e.shard, e.row, e.sample_id, e.key) for e in report.corrupt_samples] == [(shard, row, sid, key)]
-    assert any(f"corrupt sample: shard {shard:05d} row {row} (sample {sid}) {key}: Fletcher-32 checksum mismatch"
-               == line.strip() for line in report.lines())
+    assert any(
+        f"corrupt sample: shard {shard:05d} row {row} (sample {sid}) {key}: Fletcher-32 checksum mismatch"
+        == line.strip()
+        for line in report.lines()
+    )
 
 
 def test_a_batch_read_names_every_bad_row(pristine, tmp_path):
@@ -177,10 +181,12 @@ def test_format1_shards_read_and_are_named_by_validate(monkeypatch, tmp_path):
     synthesize(tmp_path / "src", "llvip", 3, seed=2)
     with monkeypatch.context() as m:
         m.setattr(shard_mod, "_create_chunked", without_checksums)
-        build_dataset([create_source("llvip", tmp_path / "src")], tmp_path / "old", BuildConfig(shard_size=2),
-                      progress=False)
-    build_dataset([create_source("llvip", tmp_path / "src")], tmp_path / "new", BuildConfig(shard_size=2),
-                  progress=False)
+        build_dataset(
+            [create_source("llvip", tmp_path / "src")], tmp_path / "old", BuildConfig(shard_size=2), progress=False
+        )
+    build_dataset(
+        [create_source("llvip", tmp_path / "src")], tmp_path / "new", BuildConfig(shard_size=2), progress=False
+    )
     with ShardReader(tmp_path / "old", 0) as reader:
         assert "image/pixels" in reader.unchecked_keys()
     with storage.open_dataset(tmp_path / "old") as old, storage.open_dataset(tmp_path / "new") as new:

@@ -56,8 +56,9 @@ def _write_sun_like(root: Path, n: int) -> None:
 def sun(tmp_path_factory):
     root = tmp_path_factory.mktemp("loader")
     _write_sun_like(root / "src", N_SCENES)
-    report = build_dataset([create_source("sunrgbd", root / "src")], root / "ds", BuildConfig(shard_size=3),
-                           progress=False)
+    report = build_dataset(
+        [create_source("sunrgbd", root / "src")], root / "ds", BuildConfig(shard_size=3), progress=False
+    )
     assert report.stored == N_SCENES and report.rejected == 0
     ids = sorted(storage.scan_index(root / "ds").collect()["sample_id"].to_list())
     return root / "ds", ids
@@ -165,8 +166,6 @@ def test_without_augmentation_tensors_equal_the_readers(sun):
     assert set(sample) == {"sample_id", "image"} and sample["image"].dtype == torch.float32
 
 
-
-
 def test_augmented_rgb_and_depth_stay_aligned_through_the_loader(sun):
     root, ids = sun
     cfg = AugmentConfig(erase_prob=0.0)
@@ -184,12 +183,15 @@ def test_augmented_rgb_and_depth_stay_aligned_through_the_loader(sun):
         ds.set_epoch(epoch)
         loader = DataLoader(ds, batch_size=4, num_workers=2 if epoch < 2 else 0, collate_fn=collate)
         for batch in loader:
-            for sid, image, depth, valid in zip(batch["sample_id"], batch["image"], batch["depth"], batch["depth_valid"]):
+            for sid, image, depth, valid in zip(
+                batch["sample_id"], batch["image"], batch["depth"], batch["depth_valid"]
+            ):
                 params = draw_params(stored[sid], cfg, sample_rng(11, epoch, sid))
                 box, size = params.box, image.shape[-1]
                 v, u = where[sid]
-                want = np.array([(v - box.y0) / (box.y1 - box.y0) * size - 0.5,
-                                 (u - box.x0) / (box.x1 - box.x0) * size - 0.5])
+                want = np.array(
+                    [(v - box.y0) / (box.y1 - box.y0) * size - 0.5, (u - box.x0) / (box.x1 - box.x0) * size - 0.5]
+                )
                 if box.flip:
                     want[1] = size - 1 - want[1]
                 if not ((want >= 6).all() and (want <= size - 7).all()):

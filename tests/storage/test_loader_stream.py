@@ -33,8 +33,13 @@ SHARD_SIZE = 3  # six shards, the last one short: workers get uneven plans
 def local_ds(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     synthesize(root / "src", "sunrgbd", N, seed=2)
-    report = build_dataset([create_source("sunrgbd", root / "src")], root / "ds", BuildConfig(shard_size=SHARD_SIZE),
-                           executor=LocalExecutor(), progress=False)
+    report = build_dataset(
+        [create_source("sunrgbd", root / "src")],
+        root / "ds",
+        BuildConfig(shard_size=SHARD_SIZE),
+        executor=LocalExecutor(),
+        progress=False,
+    )
     assert report.stored == N
     return root / "ds"
 
@@ -81,8 +86,9 @@ def test_every_sample_once_per_epoch_over_two_ranks_by_two_workers_from_s3(s3_ds
         got = []
         cache = tmp_path / f"cache-{granularity}"  # "row": both workers of a rank fetch the same shards at once
         for rank in (0, 1):
-            ds = ShardDataset(s3_ds, seed=3, rank=rank, world_size=2, granularity=granularity, cache_dir=cache,
-                              modalities=["image"])
+            ds = ShardDataset(
+                s3_ds, seed=3, rank=rank, world_size=2, granularity=granularity, cache_dir=cache, modalities=["image"]
+            )
             ds.set_epoch(epoch)
             rank_ids = _ids_of(_batches(ds)[1])
             assert len(rank_ids) == len(ds)
@@ -95,8 +101,16 @@ def test_resume_from_a_mid_epoch_state_yields_exactly_the_remaining_batches(s3_d
     cache, epoch, augment = tmp_path / "cache", 1, AugmentConfig()
 
     def make(rank):
-        return ShardDataset(s3_ds, seed=5, rank=rank, world_size=2, cache_dir=cache, augment=augment, train=True,
-                            modalities=["image", "depth"])
+        return ShardDataset(
+            s3_ds,
+            seed=5,
+            rank=rank,
+            world_size=2,
+            cache_dir=cache,
+            augment=augment,
+            train=True,
+            modalities=["image", "depth"],
+        )
 
     # The run that crashes: rank 0 consumes 2 batches and checkpoints the state.
     crashed = make(0)
@@ -172,8 +186,15 @@ def _dir_bytes(path: Path) -> int:
 def test_the_cache_never_exceeds_its_limit(s3_ds, ids, shard_bytes, tmp_path):
     cache = tmp_path / "small-cache"
     limit = 2 * max(shard_bytes.values())  # a third of the dataset
-    ds = ShardDataset(s3_ds, seed=4, cache_dir=cache, cache_limit_bytes=limit, buffer_shards=1, prefetch_shards=2,
-                      modalities=["image"])
+    ds = ShardDataset(
+        s3_ds,
+        seed=4,
+        cache_dir=cache,
+        cache_limit_bytes=limit,
+        buffer_shards=1,
+        prefetch_shards=2,
+        modalities=["image"],
+    )
     peak = 0
     for epoch in (0, 1):
         ds.set_epoch(epoch)
@@ -190,14 +211,20 @@ def test_the_cache_never_exceeds_its_limit(s3_ds, ids, shard_bytes, tmp_path):
 
 def test_cache_refuses_what_cannot_fit_naming_the_sizes(s3_ds, shard_bytes, tmp_path):
     biggest = max(shard_bytes.values())
-    with pytest.raises(CacheFullError, match=rf"shard 00000 of {s3_ds} is {shard_bytes[0]} bytes, larger than "
-                                             r"the cache limit of 1000 bytes"):
+    with pytest.raises(
+        CacheFullError,
+        match=rf"shard 00000 of {s3_ds} is {shard_bytes[0]} bytes, larger than "
+        r"the cache limit of 1000 bytes",
+    ):
         ShardReader(s3_ds, 0, cache=ShardCache(tmp_path / "tiny", limit_bytes=1000))
     # One shard fits, but a window of two open shards cannot: refused at once, not a deadlock.
-    ds = ShardDataset(s3_ds, cache_dir=tmp_path / "one", cache_limit_bytes=biggest, buffer_shards=2,
-                      modalities=["image"])
-    with pytest.raises(CacheFullError, match="shards this process has open"), \
-            pytest.warns(UserWarning, match="more than the cache limit"):
+    ds = ShardDataset(
+        s3_ds, cache_dir=tmp_path / "one", cache_limit_bytes=biggest, buffer_shards=2, modalities=["image"]
+    )
+    with (
+        pytest.raises(CacheFullError, match="shards this process has open"),
+        pytest.warns(UserWarning, match="more than the cache limit"),
+    ):
         list(ds)
 
 
@@ -212,8 +239,11 @@ def test_a_corrupted_remote_shard_is_refused_naming_it(s3_server, local_ds, tmp_
     cache = tmp_path / "cache"
     with ShardReader(url, 0, cache=ShardCache(cache)) as ok:
         assert len(ok) == SHARD_SIZE
-    with pytest.raises(ShardIntegrityError, match=rf"shard 00001 of {url} .*is corrupt: sha256 [0-9a-f]{{64}} "
-                                                  rf".*catalog says {expected}"):
+    with pytest.raises(
+        ShardIntegrityError,
+        match=rf"shard 00001 of {url} .*is corrupt: sha256 [0-9a-f]{{64}} "
+        rf".*catalog says {expected}",
+    ):
         ShardReader(url, 1, cache=ShardCache(cache))
     ds = ShardDataset(url, shuffle=False, cache_dir=cache, modalities=["image"])
     with pytest.raises(ShardIntegrityError, match=f"shard 00001 of {url}"):  # from a forked worker too

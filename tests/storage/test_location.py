@@ -30,14 +30,17 @@ def test_local_paths_and_file_urls_stay_paths(tmp_path):
     assert as_location(tmp_path / "x") == tmp_path / "x"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("s3://", "malformed URL"),
-    ("s3://ab/key", "malformed URL"),  # bucket names need 3+ characters
-    ("s3:/bucket/key", "malformed URL"),
-    ("ftp://host/x", "unsupported URL scheme 'ftp'"),
-    ("file://otherhost/x", "names host"),
-    ("s3://bucket/../../etc", "climbs above the bucket"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("s3://", "malformed URL"),
+        ("s3://ab/key", "malformed URL"),  # bucket names need 3+ characters
+        ("s3:/bucket/key", "malformed URL"),
+        ("ftp://host/x", "unsupported URL scheme 'ftp'"),
+        ("file://otherhost/x", "names host"),
+        ("s3://bucket/../../etc", "climbs above the bucket"),
+    ],
+)
 def test_unusable_urls_are_one_line_errors(bad, message):
     with pytest.raises(LocationError, match=message) as err:
         as_location(bad)
@@ -51,7 +54,9 @@ def test_a_path_that_lost_its_url_slash_is_refused():
 
 def test_storage_option_pairs_parse_and_refuse_garbage():
     assert parse_storage_options(["aws_region=eu-west-1", "endpoint=http://h:1/x=y"]) == {
-        "aws_region": "eu-west-1", "endpoint": "http://h:1/x=y"}
+        "aws_region": "eu-west-1",
+        "endpoint": "http://h:1/x=y",
+    }
     with pytest.raises(LocationError, match="expected key=value"):
         parse_storage_options(["novalue"])
 
@@ -100,8 +105,13 @@ def test_ranged_reads_multipart_upload_and_hashes(s3_bucket, tmp_path):
 
 def test_listing_glob_and_remove_tree(s3_bucket):
     root = as_location(f"s3://{s3_bucket}/src")
-    for key in ["visible/train/a.jpg", "visible/train/b.jpg", "visible/test/c.jpg", "infrared/train/a.jpg",
-                "notes.txt"]:
+    for key in [
+        "visible/train/a.jpg",
+        "visible/train/b.jpg",
+        "visible/test/c.jpg",
+        "infrared/train/a.jpg",
+        "notes.txt",
+    ]:
         (root / key).write_bytes(key.encode())
     assert [p.name for p in (root / "visible" / "train").glob("*.jpg")] == ["a.jpg", "b.jpg"]
     assert sorted(p.name for p in root.rglob("*.jpg")) == ["a.jpg", "a.jpg", "b.jpg", "c.jpg"]
@@ -125,10 +135,17 @@ def test_missing_credentials_are_one_clear_line(s3_server, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     bucket = s3_server.new_bucket()
-    code = ("from storage.location import as_location, check_reachable\n"
-            f"check_reachable(as_location('s3://{bucket}/ds'))\n")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    code = (
+        f"from storage.location import as_location, check_reachable\ncheck_reachable(as_location('s3://{bucket}/ds'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "no credentials for s3://" in result.stderr
 
@@ -140,9 +157,17 @@ def test_credentials_from_a_shared_profile_file(s3_server, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="team", AWS_EC2_METADATA_DISABLED="true")
     bucket = s3_server.new_bucket()
-    code = ("from storage.location import as_location\n"
-            f"p = as_location('s3://{bucket}/x.txt'); p.write_bytes(b'hi'); print(p.read_text())\n")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    code = (
+        "from storage.location import as_location\n"
+        f"p = as_location('s3://{bucket}/x.txt'); p.write_bytes(b'hi'); print(p.read_text())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hi"

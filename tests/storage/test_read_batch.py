@@ -1,7 +1,6 @@
 """Batched reads (the embed step's path) equal per-sample reads, for every modality."""
 
 import numpy as np
-import polars as pl
 import pytest
 
 import storage
@@ -19,8 +18,12 @@ def mixed(tmp_path_factory):
     layouts = {"sunrgbd": {}, "llvip": {}, "image-text": {}, "audioset": {"duration": 4.0}, "ego4d": {"duration": 8.0}}
     for layout, options in layouts.items():
         synthesize(root / layout, layout, 1 if layout == "ego4d" else 3, seed=5, **options)
-    build_dataset([create_source(layout, root / layout) for layout in layouts], root / "ds",
-                  BuildConfig(shard_size=5), progress=False)
+    build_dataset(
+        [create_source(layout, root / layout) for layout in layouts],
+        root / "ds",
+        BuildConfig(shard_size=5),
+        progress=False,
+    )
     return root / "ds"
 
 

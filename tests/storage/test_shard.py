@@ -90,6 +90,8 @@ def test_lock_names_holder_and_takes_over_stale_lock(tmp_path):
     import json
     import socket
 
-    lock.path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": "x", "purpose": "build"}))
+    lock.path.write_text(
+        json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": "x", "purpose": "build"})
+    )
     with DatasetLock(tmp_path, "build") as taken:
         assert taken.read().pid != 2**22 + 12345
