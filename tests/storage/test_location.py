@@ -130,21 +130,30 @@ def test_missing_bucket_is_one_clear_line(s3_server):
         check_reachable(as_location("s3://no-such-bucket-xyz/ds"))
 
 
-def test_missing_credentials_are_one_clear_line(s3_server, tmp_path):
-    # A fresh process without keys (and without instance metadata to fall back on).
+def _without_keys(**extra: str) -> dict[str, str]:
+    """This environment minus the access keys, and no instance metadata to fall back on."""
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    bucket = s3_server.new_bucket()
-    code = (
-        f"from storage.location import as_location, check_reachable\ncheck_reachable(as_location('s3://{bucket}/ds'))\n"
-    )
-    result = subprocess.run(
+    return {**env, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``code`` in a fresh process (credentials are read when a process first uses a store)."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
         timeout=60,
+    )
+
+
+def test_missing_credentials_are_one_clear_line(s3_server):
+    bucket = s3_server.new_bucket()
+    result = _python(
+        "from storage.location import as_location, check_reachable\n"
+        f"check_reachable(as_location('s3://{bucket}/ds'))\n",
+        _without_keys(),
     )
     assert result.returncode != 0
     assert "no credentials for s3://" in result.stderr
@@ -154,20 +163,11 @@ def test_credentials_from_a_shared_profile_file(s3_server, tmp_path):
     """The standard chain includes ~/.aws/credentials profiles, which object_store alone does not read."""
     credentials = tmp_path / "credentials"
     credentials.write_text("[team]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="team", AWS_EC2_METADATA_DISABLED="true")
     bucket = s3_server.new_bucket()
-    code = (
+    result = _python(
         "from storage.location import as_location\n"
-        f"p = as_location('s3://{bucket}/x.txt'); p.write_bytes(b'hi'); print(p.read_text())\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=60,
+        f"p = as_location('s3://{bucket}/x.txt'); p.write_bytes(b'hi'); print(p.read_text())\n",
+        _without_keys(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_PROFILE="team"),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hi"
