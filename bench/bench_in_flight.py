@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,58 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def loopback_cluster(cpus_per_node: int, log_dir: Path):
-    """Head + one worker node on 127.0.0.1, each a `ray start --block` process owned (and stopped by
-    pid) here: `ray stop` would stop every Ray on the machine."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
-    common = [
-        "--block",
-        f"--num-cpus={cpus_per_node}",
-        "--object-store-memory=100000000",
-        "--disable-usage-stats",
-        "--node-ip-address=127.0.0.1",
-    ]
-    procs: list[subprocess.Popen] = []
-    try:
-        for i, args in enumerate(
-            [["--head", f"--port={port}", "--include-dashboard=false"], [f"--address=127.0.0.1:{port}"]]
-        ):
-            log = open(log_dir / f"ray-node-{i}.log", "w")
-            procs.append(
-                subprocess.Popen([RAY, "start", *args, *common], env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
-            if i == 0:
-                _wait_for_port(port, procs[0])
-        address = f"127.0.0.1:{port}"
+    """Head + one worker node on 127.0.0.1 (pipelines.executors.loopback), both joined."""
+    from pipelines.executors.loopback import loopback_nodes
+
+    with loopback_nodes(cpus_per_node, log_dir=log_dir) as address:
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         _wait_for_nodes(address, 2, env)
         yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the Ray head did not start")
-        time.sleep(0.2)
 
 
 def _wait_for_nodes(address: str, n: int, env: dict, seconds: float = 90) -> None:

@@ -111,88 +111,34 @@ def s3_bucket(s3_server) -> str:
 
 
 def _free_port() -> int:
-    import socket
+    from pipelines.executors.loopback import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None, worker_resources: dict | None = None):
-    """Head + one worker node on 127.0.0.1, the driver connected; yields the address.
-
-    Each node is a ``ray start --block`` process this helper owns and stops by its pid (``ray stop``
-    would stop every Ray on the machine). Each node takes its environment when it starts (start the S3
-    server first when the nodes need it), as cloud nodes take theirs from their own role;
-    ``worker_env`` replaces the worker node's environment (e.g. one without credentials)."""
+    """Head + one worker node on 127.0.0.1 (pipelines.executors.loopback), the driver connected once
+    both are alive; yields the address. Start the S3 server first when the nodes need it."""
     import contextlib
-    import json
-    import socket
-    import subprocess
-    import sys
     import time
 
-    def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            assert proc.poll() is None and time.monotonic() < deadline, "Ray head did not start"
-            time.sleep(0.2)
+    from pipelines.executors.loopback import loopback_nodes
 
     @contextlib.contextmanager
     def cluster():
         ray = pytest.importorskip("ray")
-        ray_cli = str(Path(sys.executable).with_name("ray"))
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-        port = _free_port()
-        common = [
-            "--block",
-            f"--num-cpus={cpus_per_node}",
-            "--object-store-memory=100000000",
-            "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1",
-        ]
-        extra = ["--resources", json.dumps(worker_resources)] if worker_resources else []
-        procs: list[subprocess.Popen] = []
         if ray.is_initialized():
             ray.shutdown()
-        try:
-            procs.append(
-                subprocess.Popen(
-                    [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            wait_for_port(port, procs[0])
-            worker = {**(worker_env if worker_env is not None else env), "RAY_AUTH_MODE": "disabled"}
-            procs.append(
-                subprocess.Popen(
-                    [ray_cli, "start", f"--address=127.0.0.1:{port}", *extra, *common],
-                    env=worker,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+        with loopback_nodes(cpus_per_node, worker_env, worker_resources) as address:
             os.environ["RAY_AUTH_MODE"] = "disabled"
-            address = f"127.0.0.1:{port}"
             ray.init(address=address, configure_logging=False, log_to_driver=False)
-            deadline = time.monotonic() + 60
-            while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-                assert time.monotonic() < deadline, "second Ray node did not join"
-                time.sleep(0.3)
-            yield address
-        finally:
-            ray.shutdown()
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            try:
+                deadline = time.monotonic() + 60
+                while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+                    assert time.monotonic() < deadline, "second Ray node did not join"
+                    time.sleep(0.3)
+                yield address
+            finally:
+                ray.shutdown()
 
     return cluster()
