@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from pipelines.synth.media import encode_audio
-from preprocess.decode import DecodeStats, decode_video_clips, uniform_indices
+from preprocess.span_planner import DecodeStats, decode_video_clips, uniform_indices
 from preprocess.video import VideoConfig, video_clip_spans, video_frames_to_model_input
 
 # --------------------------------------------------------------------------------- synthetic video

@@ -20,7 +20,7 @@ from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
 from preprocess.audio import log_mel_clips
 from preprocess.clips import clip_spans
-from preprocess.decode import NoAudioStream, decode_audio_on_video_clock, decode_video_frames, probe
+from preprocess.span_planner import NoAudioStream, decode_audio_on_video_clock, decode_video_frames, probe
 from preprocess.imu import imu_quality, imu_window, parse_ego4d_imu_csv
 from preprocess.video import video_frames_to_model_input
 from storage.location import local_copy

@@ -18,7 +18,7 @@ import torch
 import torchaudio
 
 from preprocess.clips import clip_spans, spans_as_float
-from preprocess.decode import decode_audio_on_video_clock
+from preprocess.span_planner import decode_audio_on_video_clock
 
 
 @dataclass(frozen=True)

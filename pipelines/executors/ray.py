@@ -46,7 +46,7 @@ def _use_only_the_allotted_cpus() -> None:
     import ray
     import torch
 
-    from preprocess import decode
+    from preprocess import span_planner as decode
 
     n = threads_for_allotment(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
     if not os.environ.get("BINDSET_DECODE_THREADS"):

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _temporal_media import color_frames, read_index, sine, write_mp4, write_wav  # noqa: E402
 
-from preprocess.decode import (  # noqa: E402
+from preprocess.span_planner import (  # noqa: E402
     DecodeStats,
     NoAudioStream,
     NoVideoStream,
@@ -147,7 +147,7 @@ class _SpyContainer:
 
 
 def test_far_spans_seek_and_near_spans_decode_on(gop_video, monkeypatch):
-    import preprocess.decode as dec
+    import preprocess.span_planner as dec
 
     log = {"seeks": 0, "packets": 0}
     real_open = dec._open
@@ -335,7 +335,7 @@ def test_threads_do_not_change_frames(bframe_video):
 
 
 def test_fallback_decodes_forward_with_the_same_result(gop_video, monkeypatch):
-    import preprocess.decode as dec
+    import preprocess.span_planner as dec
 
     spans = [(0.5, 1.5), (5.0, 6.0), (7.25, 8.25), (8.0, 9.0)]
     planned = dec.decode_video_frames(gop_video, spans, 3)
