@@ -19,7 +19,8 @@ from pipelines.config import BuildConfig
 from pipelines.manifest import Manifest, build_manifest, problem_rejects
 from pipelines.plan import SHARD_COLUMN, ShardSpec, assign_shards, next_shard_id, plan_from_manifest
 from pipelines.shard_build import QualityFilterFailed, build_shard  # noqa: F401 - re-exported
-from pipelines.sources import MODALITY_URI, Source
+from pipelines.sources import Source
+from preprocess.registry import uri_columns
 from storage import format as fmt
 from storage.catalog import config_hash, load_catalog, new_catalog, shard_entry, write_catalog
 from storage.location import Location, as_location, is_remote, list_files, remove_tree, sha256_of, write_bytes_atomic
@@ -110,7 +111,11 @@ def prepare_dataset(
             changed.append(f"config hash {catalog['config_hash']} -> {config_hash(cfg)}")
         gone = stored.filter(~pl.col("sample_id").is_in(manifest.frame["sample_id"].implode()))
         if gone.height:
-            first = gone.select(pl.coalesce(*[pl.col(c) for c in MODALITY_URI.values()]))[:3].to_series().to_list()
+            first = (
+                gone.select(pl.coalesce(*[pl.col(c) for c in uri_columns().values() if c in stored.columns]))[:3]
+                .to_series()
+                .to_list()
+            )
             changed.append(
                 f"{gone.height} stored samples are gone from the sources (e.g. {', '.join(map(str, first))})"
             )

@@ -69,31 +69,54 @@ class BuildConfig:
     # Store a sample that lacks a partner its layout requires (AudioSet video without audio...)
     # instead of rejecting it; the build summary counts such partial samples separately.
     keep_partial: bool = False
+    # Overridden configs of modalities registered outside the package (preprocess.registry),
+    # modality name -> its config; a registered modality not named here uses its defaults.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, modality: str) -> Any:
+        """The config of one modality: a field of this class, or a registered modality's."""
+        if modality not in ("filters", "extra") and dataclasses.is_dataclass(getattr(self, modality, None)):
+            return getattr(self, modality)
+        if modality in self.extra:
+            return self.extra[modality]
+        from preprocess.registry import get_modality
+
+        return get_modality(modality).default_config()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["preprocess_version"] = PREPROCESS_VERSION
         if not d["keep_partial"]:
             del d["keep_partial"]  # the default stays out of the hash: datasets built before it resume
+        del d["extra"]  # registered modalities' overrides sit beside the built-in sections
+        d.update({name: dataclasses.asdict(cfg) for name, cfg in sorted(self.extra.items())})
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BuildConfig":
         """Build from nested overrides, naming any unknown key (``{"depth": {"max_depth_m": 10}}``)."""
-        data = {k: v for k, v in data.items() if k != "preprocess_version"}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields.keys()
+        from preprocess.registry import modality_names
+
+        data = {k: v for k, v in data.items() if k not in ("preprocess_version", "extra")}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        registered = set(modality_names()) - fields.keys()
+        unknown = set(data) - fields.keys() - registered
         if unknown:
-            raise ValueError(f"unknown build config key(s): {sorted(unknown)}; valid: {sorted(fields)}")
+            valid = sorted(fields.keys() | registered)
+            raise ValueError(f"unknown build config key(s): {sorted(unknown)}; valid: {valid}")
         kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         default = cls()
         for name, value in data.items():
+            if name in registered:
+                extra[name] = _replace_dataclass(default.section(name), value, name)
+                continue
             current = getattr(default, name)
             if dataclasses.is_dataclass(current):
                 kwargs[name] = _replace_dataclass(current, value, name)
             else:
                 kwargs[name] = value
-        return cls(**kwargs)
+        return cls(**kwargs, extra=extra)
 
 
 def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> Any:

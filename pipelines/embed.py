@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import polars as pl
 
+from preprocess.registry import modality_names
 from storage import format as fmt
 from storage.embeddings import commit_embeddings, missing_shard_ids, write_encoder_info
 from storage.location import Location, as_location, polars_storage_options
@@ -28,17 +29,6 @@ from storage.reader import DatasetReader
 
 if TYPE_CHECKING:
     from pipelines.executors import Executor
-
-# Dataset modality -> the model-ready array the reader returns for it.
-INPUT_KEY = {
-    "image": "image",
-    "video": "video",
-    "text": "text",
-    "audio": "audio",
-    "depth": "depth",
-    "thermal": "thermal",
-    "imu": "imu",
-}
 
 
 @dataclass(frozen=True)
@@ -59,9 +49,10 @@ class EncoderSpec:
         kwargs = dict(self.options)
         if self.batch_size:
             kwargs["batch_size"] = self.batch_size
-        unknown = [m for m in self.modalities if m not in INPUT_KEY]
+        known = modality_names()
+        unknown = [m for m in self.modalities if m not in known]
         if unknown:
-            raise ValueError(f"cannot embed modality {unknown}; choose from {sorted(INPUT_KEY)}")
+            raise ValueError(f"cannot embed modality {unknown}; choose from {sorted(known)}")
         return {
             m: create_encoder(
                 self.name,
@@ -142,7 +133,7 @@ def embed_shard(root: str | Path | Location, shard_id: int, encoders: dict[str, 
             has = [modality in m for m in index["modalities"].to_list()]
             rows = [r for r, h in zip(index["row"].to_list(), has) if h]
             out = np.full((len(sample_ids), encoder.dim), np.nan, dtype=np.float32)
-            batches = _batches(reader, shard_id, rows, INPUT_KEY[modality], encoder.batch_size)
+            batches = _batches(reader, shard_id, rows, modality, encoder.batch_size)
             chunks = [encoder.encode(batch) for batch in _overlapped(batches, encoder.device)]
             if chunks:
                 out[np.flatnonzero(has)] = np.concatenate(chunks)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipelines.sources import MANIFEST_SCHEMA, MODALITY_URI, Problem, Source
+from pipelines.sources import Problem, Source, manifest_schema
+from preprocess.registry import uri_columns
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,12 @@ def build_manifest(sources: list[Source]) -> Manifest:
             raise NoSamplesFound(_nothing_matched(source))
         rows.extend(scanned.rows)
         problems.extend((source.name, p) for p in scanned.problems)
-    frame = pl.DataFrame({name: [r.get(name) for r in rows] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
+    schema = manifest_schema()
+    frame = pl.DataFrame({name: [r.get(name) for r in rows] for name in schema}, schema=schema)
     # Sorted by source, then media file, then time: independent of filesystem listing order (so plans
     # agree across runs), and the samples of one long video (Ego4D narrations) land in the same shard,
     # where its decoded audio and parsed IMU are reused instead of re-read per sample.
-    media_key = pl.concat_str([pl.col(c).fill_null("") for c in MODALITY_URI.values()], separator="|")
+    media_key = pl.concat_str([pl.col(c).fill_null("") for c in uri_columns().values()], separator="|")
     frame = frame.sort([pl.col("source"), media_key, pl.col("t0"), pl.col("sample_id")], nulls_last=True)
     dupes = frame.filter(pl.col("sample_id").is_duplicated())
     if dupes.height:

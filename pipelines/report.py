@@ -30,21 +30,14 @@ import numpy as np
 import polars as pl
 
 import storage
+from preprocess.registry import ModalitySpec, Preview, modalities
+from preprocess.registry import quality_columns as quality_labels
 from storage.catalog import load_catalog
 from storage.location import Location, ObjectPath, as_location, publish_file
-from storage.schema import QUALITY_COLUMNS
+from storage.schema import quality_columns
 from storage.shard import ShardReader
 
 _DPI = 80
-_QUALITY_LABELS = {
-    "q_image_mean": "mean RGB intensity [0,1]",
-    "q_depth_valid_fraction": "valid depth pixel fraction",
-    "q_thermal_dynamic_range": "thermal p99 - p1 [0,1]",
-    "q_audio_silence_fraction": "silent audio fraction",
-    "q_imu_gap_fraction": "IMU gap fraction",
-    "q_imu_saturation_fraction": "IMU saturation fraction",
-    "q_clip_coverage": "clip coverage of the media",
-}
 
 
 def _figure(width: float, height: float):
@@ -85,45 +78,45 @@ def _hide(ax) -> None:
     ax.set_yticks([])
 
 
+def _default_preview(spec: ModalitySpec, stored: dict[str, np.ndarray]) -> Preview:
+    """A registered modality without its own preview: its main array's first channel, 1-99 %."""
+    image = np.asarray(stored[spec.main_key]).astype(np.float32)
+    while image.ndim > 2:
+        image = image[0]
+    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
+    return Preview(image, "viridis", float(lo), float(max(hi, lo + 1e-6)), None, spec.stored[0].name)
+
+
 def _spatial_row(subfig, stored: dict[str, np.ndarray], row: dict[str, Any]) -> None:
-    panels = []
+    """The stored RGB crop, then each other spatial modality alone and over the RGB (alignment)."""
     rgb = stored["image/pixels"].transpose(1, 2, 0) if "image/pixels" in stored else None
-    if rgb is not None:
-        panels.append(("rgb", None))
-    if "depth/disparity" in stored:
-        panels += [("depth", None)] + ([("depth over rgb", None)] if rgb is not None else [])
-    if "thermal/intensity" in stored:
-        panels += [("thermal", None)] + ([("thermal over rgb", None)] if rgb is not None else [])
+    panels: list[tuple[str, Preview | None, bool]] = [("RGB (stored crop)", None, False)] if rgb is not None else []
+    for spec in modalities("spatial"):
+        if spec.anchor or spec.main_key not in stored:
+            continue
+        preview = spec.preview(stored) if spec.preview is not None else _default_preview(spec, stored)
+        panels.append((spec.name, preview, False))
+        if rgb is not None:
+            panels.append((f"{spec.name} over RGB (alignment)", preview, True))
     axes = np.atleast_1d(subfig.subplots(1, len(panels)))
-    depth_cmap = _cmap("turbo", bad="#808080")
-    for ax, (kind, _) in zip(axes, panels):
+    for ax, (title, preview, overlay) in zip(axes, panels):
         _hide(ax)
-        if kind == "rgb":
+        if preview is None:
             ax.imshow(rgb)
-            ax.set_title("RGB (stored crop)", fontsize=9)
-        elif kind.startswith("depth"):
-            disparity = stored["depth/disparity"][0].astype(np.float32)
-            valid = stored["depth/valid"][0].astype(bool)
-            masked = np.ma.masked_where(~valid, disparity)
-            lo, hi = np.percentile(disparity[valid], [1, 99]) if valid.any() else (0.0, 1.0)
-            if kind == "depth":
-                im = ax.imshow(masked, cmap=depth_cmap, vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")
-                subfig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label("disparity (px)", fontsize=8)
-                ax.set_title(f"depth ({valid.mean():.0%} valid; grey = invalid)", fontsize=9)
-            else:
-                ax.imshow(rgb)
-                ax.imshow(masked, cmap=depth_cmap, vmin=lo, vmax=max(hi, lo + 1e-6), alpha=0.5, interpolation="nearest")
-                ax.set_title("depth over RGB (alignment)", fontsize=9)
+            ax.set_title(title, fontsize=9)
+            continue
+        image = preview.image if preview.valid is None else np.ma.masked_where(~preview.valid, preview.image)
+        cmap = _cmap(preview.cmap, bad="#808080")
+        shown = dict(cmap=cmap, vmin=preview.vmin, vmax=preview.vmax, interpolation="nearest")
+        if overlay:
+            ax.imshow(rgb)
+            ax.imshow(image, alpha=0.5, **shown)
         else:
-            thermal = stored["thermal/intensity"][0].astype(np.float32)
-            if kind == "thermal":
-                im = ax.imshow(thermal, cmap="inferno", vmin=0.0, vmax=1.0)
-                subfig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label("intensity [0,1]", fontsize=8)
-                ax.set_title("thermal", fontsize=9)
-            else:
-                ax.imshow(rgb)
-                ax.imshow(thermal, cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.5)
-                ax.set_title("thermal over RGB (alignment)", fontsize=9)
+            im = ax.imshow(image, **shown)
+            subfig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(preview.label, fontsize=8)
+            if preview.valid is not None:
+                title = f"{title} ({preview.valid.mean():.0%} valid; grey = invalid)"
+        ax.set_title(title, fontsize=9)
 
 
 def _times(row: dict[str, Any], prefix: str, k: int) -> str:
@@ -200,7 +193,7 @@ def _imu_row(subfig, values: np.ndarray, valid: np.ndarray, row: dict[str, Any])
 def render_sample(stored: dict[str, np.ndarray], row: dict[str, Any], path: Path, video_crops: int = 3) -> Path:
     """One sample's modalities side by side, as a PNG."""
     rows: list[tuple[str, float]] = []
-    if any(k in stored for k in ("image/pixels", "depth/disparity", "thermal/intensity")):
+    if any(spec.main_key in stored for spec in modalities("spatial")):
         rows.append(("spatial", 3.0))
     if "video/pixels" in stored:
         rows.append(("video", 1.9))
@@ -230,7 +223,7 @@ def render_sample(stored: dict[str, np.ndarray], row: dict[str, Any], path: Path
 # -- dataset-level figures and tables --------------------------------------------------------------
 def render_quality(index: pl.DataFrame, path: Path) -> list[str] | None:
     """Histograms of the quality columns that hold any value; None when none does."""
-    columns = [c for c in QUALITY_COLUMNS if c in index.columns and index[c].null_count() < index.height]
+    columns = [c for c in quality_columns() if c in index.columns and index[c].null_count() < index.height]
     if not columns:
         return None
     ncols = min(3, len(columns))
@@ -241,7 +234,7 @@ def render_quality(index: pl.DataFrame, path: Path) -> list[str] | None:
         values = index[column].drop_nulls().to_numpy().astype(np.float64)
         ax.hist(values, bins=20, color="#4c72b0", edgecolor="white")
         ax.set_title(f"{column} (n={values.size})", fontsize=9)
-        ax.set_xlabel(_QUALITY_LABELS.get(column, column), fontsize=8)
+        ax.set_xlabel(quality_labels().get(column, column), fontsize=8)
         ax.set_ylabel("samples", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[len(columns) :]:

@@ -33,10 +33,38 @@ class ProcessedSample:
         self.modalities.append(modality)
 
 
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """What bad input makes decoders and checks raise. Anything else (a TypeError, KeyError,
+    AttributeError...) is a bug in bindset or a plugin: it must stop the shard with its traceback,
+    not hide among the rejects."""
+    import struct
+    import zlib
+
+    errors: list[type[BaseException]] = [ValueError, OSError, EOFError, SyntaxError, struct.error, zlib.error]
+    try:  # corrupt media: PyAV's errors are not all OSError/ValueError subclasses
+        from av.error import FFmpegError
+
+        errors.append(FFmpegError)
+    except ImportError:
+        pass
+    try:  # a file that decodes to more pixels than Pillow allows
+        from PIL.Image import DecompressionBombError
+
+        errors.append(DecompressionBombError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+INPUT_ERRORS = _input_errors()
+
+
 def _stage(stage: str, rel: str, fn, *args, **kwargs):
+    """Run one step of a sample; an error bad input raises becomes a ``SampleError`` (a recorded
+    reject of that stage), any other error propagates (a bug: the shard stops with its traceback)."""
     try:
         return fn(*args, **kwargs)
     except SampleError:
         raise
-    except Exception as exc:  # decoders raise many types; every one becomes a recorded reject
+    except INPUT_ERRORS as exc:
         raise SampleError(stage, exc, rel) from exc

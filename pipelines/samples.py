@@ -17,11 +17,8 @@ from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
-from preprocess.crops import CropBox, center_crop_box, check_same_aspect
-from preprocess.depth import crop_depth, decode_depth_png, depth_to_disparity
-from preprocess.image import crop_rgb, decode_image_pil
+from preprocess.registry import ModalitySpec, SpatialFrame, get_modality, modalities, uri_columns
 from preprocess.text import tokenize
-from preprocess.thermal import crop_thermal, decode_thermal
 
 _PREFETCH: contextvars.ContextVar["InputPrefetch | None"] = contextvars.ContextVar("bindset_prefetch", default=None)
 
@@ -67,7 +64,9 @@ class InputPrefetch:
     decodes. Only for sources on object stores, where each file is a request with tens of ms of
     latency that would otherwise sit on the decode path; a local read costs microseconds."""
 
-    COLUMNS = ("uri_image", "uri_depth", "uri_thermal")
+    # Spatial inputs are small files read whole; temporal media are fetched once per worker
+    # (pipelines.temporal), seeked in place.
+    COLUMNS = property(lambda self: tuple(s.uri_column for s in modalities("spatial") if s.uri_column))
 
     def __init__(self, rows: Sequence[dict[str, Any]], ahead: int = 8, threads: int = 4):
         from concurrent.futures import ThreadPoolExecutor
@@ -117,47 +116,14 @@ def read_input(row: dict[str, Any], uri_column: str) -> tuple[bytes, str]:
     return data, rel
 
 
-def _image(row, cfg: BuildConfig, out: ProcessedSample) -> tuple[CropBox, tuple[int, int]]:
-    data, rel = read_input(row, "uri_image")
-    rgb = _stage("decode", rel, decode_image_pil, data)  # stays a Pillow image: no full-frame copy
-    box = center_crop_box(rgb.height, rgb.width, cfg.image.size)
-    pixels = _stage("preprocess", rel, crop_rgb, rgb, box, cfg.image)
-    out.add(
-        "image",
-        {"pixels": pixels},
-        crop_y0=box.y0,
-        crop_x0=box.x0,
-        crop_y1=box.y1,
-        crop_x1=box.x1,
-        q_image_mean=float(pixels.mean() / 255.0),
-    )
-    return box, (rgb.height, rgb.width)
-
-
-def _depth(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:
-    data, rel = read_input(row, "uri_depth")
-    depth_m = _stage("decode", rel, decode_depth_png, data, row.get("depth_encoding") or "sunrgbd")
-    _stage("preprocess", rel, check_same_aspect, "depth", depth_m.shape[:2], rgb_hw)
-    disparity, valid = _stage("preprocess", rel, depth_to_disparity, depth_m, row["fx"], row["baseline_m"], cfg.depth)
-    disp_crop, valid_crop = _stage("preprocess", rel, crop_depth, disparity, valid, box, cfg.depth)
-    fraction = float(valid_crop.mean())
-    if fraction == 0.0:
-        raise SampleError("preprocess", ValueError(f"{rel}: no valid depth pixel inside the crop"), rel)
-    out.add(
-        "depth",
-        # float16 disparity: 11 bits of mantissa are finer than any consumer depth sensor's noise.
-        {"disparity": disp_crop.astype(np.float16), "valid": valid_crop.astype(bool)},
-        q_depth_valid_fraction=fraction,
-    )
-
-
-def _thermal(row, cfg: BuildConfig, box: CropBox, rgb_hw, out: ProcessedSample) -> None:
-    data, rel = read_input(row, "uri_thermal")
-    t01 = _stage("decode", rel, decode_thermal, data, cfg.thermal)
-    _stage("preprocess", rel, check_same_aspect, "thermal", t01.shape[:2], rgb_hw)
-    crop = _stage("preprocess", rel, crop_thermal, t01, box, cfg.thermal)
-    lo, hi = np.percentile(crop, [1, 99])
-    out.add("thermal", {"intensity": crop.astype(np.float16)}, q_thermal_dynamic_range=float(hi - lo))
+def _spatial(row, cfg: BuildConfig, spec: ModalitySpec, frame: SpatialFrame | None, out: ProcessedSample):
+    """One file-backed spatial modality: read, decode, preprocess (cropped with the anchor's frame)."""
+    data, rel = read_input(row, spec.uri_column)
+    config = cfg.section(spec.name)
+    decoded = _stage("decode", rel, spec.decode, data, config, row)
+    built = _stage("preprocess", rel, spec.preprocess, decoded, config, row, frame)
+    out.add(spec.name, built.arrays, **built.fields)
+    return built.frame
 
 
 def _text(row, cfg: BuildConfig, out: ProcessedSample) -> None:
@@ -168,20 +134,17 @@ def _text(row, cfg: BuildConfig, out: ProcessedSample) -> None:
 def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
     """All modalities of one manifest row; raises SampleError on the first bad input."""
     out = ProcessedSample()
-    box = rgb_hw = None
-    if row.get("uri_image"):
-        box, rgb_hw = _image(row, cfg, out)
-    for modality, fn in (("depth", _depth), ("thermal", _thermal)):
-        if row.get(f"uri_{modality}"):
-            if box is None:
-                # Unpaired depth/thermal: crop it on its own frame.
-                raise SampleError(
-                    "preprocess", ValueError(f"{modality} without an RGB partner"), row[f"uri_{modality}"]
-                )
-            fn(row, cfg, box, rgb_hw, out)
+    frame: SpatialFrame | None = None
+    spatial = [s for s in modalities("spatial") if s.uri_column and row.get(s.uri_column)]
+    # The anchor (the image) first: its crop box is every spatial partner's.
+    for spec in sorted(spatial, key=lambda s: not s.anchor):
+        if not spec.anchor and frame is None:
+            # Unpaired depth/thermal/...: there is no frame to crop it on.
+            raise SampleError("preprocess", ValueError(f"{spec.name} without an RGB partner"), row[spec.uri_column])
+        frame = _spatial(row, cfg, spec, frame, out) or frame
     if row.get("caption") and row.get("layout") in ("image-text", "generic"):
         _text(row, cfg, out)
-    if row.get("uri_video") or row.get("uri_audio") or row.get("uri_imu"):
+    if any(row.get(s.uri_column) for s in modalities("temporal") if s.uri_column):
         from pipelines.temporal import process_temporal  # imported lazily: PyAV only when needed
 
         process_temporal(row, cfg, out)
@@ -189,8 +152,8 @@ def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
         raise SampleError("preprocess", ValueError("row has no modality to store"), "")
     missing = missing_partners(row.get("layout"), out.modalities)
     if missing and not cfg.keep_partial:
-        rel = next((row[c] for c in ("uri_video", "uri_image", "uri_audio", "uri_imu") if row.get(c)), "")
-        reason = "; ".join(_MISSING_REASON.get(m, f"no {m}") for m in missing)
+        rel = next((row[c] for c in ("uri_video", *uri_columns().values()) if row.get(c)), "")
+        reason = "; ".join(get_modality(m).missing_reason or f"no {m}" for m in missing)
         raise SampleError(
             "partner",
             MissingPartner(
@@ -203,17 +166,6 @@ def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
 
 class MissingPartner(ValueError):
     """A source item lacks a modality its layout pairs (a video without an audio stream...)."""
-
-
-_MISSING_REASON = {
-    "audio": "no audio stream",
-    "video": "no video stream",
-    "imu": "no IMU data",
-    "depth": "no depth map",
-    "thermal": "no thermal image",
-    "image": "no image",
-    "text": "no caption",
-}
 
 
 def _partners(layout: str | None) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from pipelines import faults
 from pipelines.config import BuildConfig
 from pipelines.plan import ShardSpec
 from pipelines.samples import InputPrefetch, SampleError, is_transient, missing_partners, process_sample
-from pipelines.sources import MODALITY_URI
+from preprocess.registry import uri_columns
 from storage.location import Location, as_location, is_url
 from storage.shard import ShardSummary, ShardWriter
 
@@ -63,7 +63,7 @@ def _build_rows(
         else:
             failed = config.filters.failures(sample.fields)
             if failed:
-                first_uri = next((row[c] for c in MODALITY_URI.values() if row.get(c)), "")
+                first_uri = next((row[c] for c in uri_columns().values() if row.get(c)), "")
                 writer.reject(row["sample_id"], "filter", QualityFilterFailed("; ".join(failed)), first_uri)
             else:
                 writer.write(sample.arrays, {**_index_fields(row), **sample.fields, "modalities": sample.modalities})
@@ -78,12 +78,6 @@ _COPIED = (
     "source",
     "layout",
     "split",
-    "uri_image",
-    "uri_depth",
-    "uri_thermal",
-    "uri_video",
-    "uri_audio",
-    "uri_imu",
     "caption",
     "label",
     "sensor",
@@ -95,4 +89,5 @@ _COPIED = (
 
 
 def _index_fields(row: dict) -> dict:
-    return {k: row.get(k) for k in _COPIED}
+    # Path columns come from the registry at call time: a modality registered later has one too.
+    return {k: row.get(k) for k in (*_COPIED, *uri_columns().values())}

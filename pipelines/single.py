@@ -68,4 +68,22 @@ def model_input_for_file(
         series = parse_ego4d_imu_csv(path)
         anchor = anchor_s if anchor_s is not None else float((series.times_s[0] + series.times_s[-1]) / 2)
         return imu_window(series, anchor, cfg)[0]
-    raise ValueError(f"unknown modality {modality!r}")
+    return _registered_model_input(path, modality, config)
+
+
+def _registered_model_input(path: Path, modality: str, config: BuildConfig) -> np.ndarray:
+    """A modality registered outside the package: its own decode and preprocess, a spatial one
+    centre-cropped on its own frame (there is no RGB partner here), then its ``model_ready``."""
+    from preprocess.crops import center_crop_box
+    from preprocess.registry import SpatialFrame, get_modality
+
+    spec = get_modality(modality)
+    if spec.kind != "spatial" or spec.joint:
+        raise ValueError(f"bindset preprocess handles registered spatial modalities only, not {modality!r}")
+    cfg = config.section(modality)
+    decoded = spec.decode(path.read_bytes(), cfg, {})
+    height, width = (decoded.height, decoded.width) if hasattr(decoded, "height") else np.shape(decoded)[:2]
+    box = center_crop_box(height, width, getattr(cfg, "size", 224))
+    built = spec.preprocess(decoded, cfg, {}, SpatialFrame(box, height, width))
+    stored = {f"{modality}/{k}": v for k, v in built.arrays.items()}
+    return spec.model_ready(stored, cfg)[modality]

@@ -14,12 +14,12 @@ import polars as pl
 from storage import load_catalog, scan_index, scan_rejects
 from storage.embeddings import list_encoder_ids, scan_embeddings
 from storage.location import Location, as_location
-from storage.schema import QUALITY_COLUMNS
+from storage.schema import quality_columns
 
 
 def _quality_query(index: pl.LazyFrame) -> pl.LazyFrame:
     aggs = []
-    for column in QUALITY_COLUMNS:
+    for column in quality_columns():
         c = pl.col(column)
         aggs += [
             c.count().alias(f"{column}:n"),
@@ -34,7 +34,7 @@ def _quality_query(index: pl.LazyFrame) -> pl.LazyFrame:
 def _quality_rows(wide: pl.DataFrame) -> list[dict]:
     row = wide.row(0, named=True) if wide.height else {}
     out = []
-    for column in QUALITY_COLUMNS:
+    for column in quality_columns():
         n = row.get(f"{column}:n") or 0
         if n:
             out.append(

@@ -47,13 +47,19 @@ import numpy as np
 
 from preprocess.crops import CropBox, apply_crop, random_resized_crop_box
 
-# Stored key of each spatial modality's main array, and how it is resampled by a crop.
-_SPATIAL = {
-    "image": ("image/pixels", "bicubic"),
-    "depth": ("depth/disparity", "nearest"),
-    "thermal": ("thermal/intensity", "bicubic"),
-}
-SPATIAL_MODALITIES = tuple(_SPATIAL)
+
+def _croppable():
+    """The registered modalities a random crop applies to (spatial ones with a ``crop_resample``),
+    in registry order: the order augmentation parameters are drawn in."""
+    from preprocess.registry import modalities
+
+    return tuple(s for s in modalities("spatial") if s.crop_resample)
+
+
+def spatial_modalities() -> tuple[str, ...]:
+    return tuple(s.name for s in _croppable())
+
+
 _JITTER_OPS = ("brightness", "contrast", "saturation")
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 _LUMA = np.array([0.2989, 0.587, 0.114], np.float32).reshape(3, 1, 1)
@@ -75,7 +81,7 @@ class AugmentConfig:
     erase_prob: float = 0.25
     erase_scale: tuple[float, float] = (0.02, 1 / 3)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
-    erase_modalities: tuple[str, ...] = SPATIAL_MODALITIES
+    erase_modalities: tuple[str, ...] | None = None  # None: every spatial modality
     freq_mask_bins: int = 12  # F: each mask spans uniform{0..F} mel bins; 0 disables
     freq_masks: int = 1  # masks per clip
     time_mask_frames: int = 0  # T for SpecAugment time masking; 0 (default) disables
@@ -97,9 +103,10 @@ class AugmentConfig:
             raise ValueError(f"erase_scale must satisfy 0 < min <= max <= 1, got {self.erase_scale}")
         if not 0.0 < self.erase_ratio[0] <= self.erase_ratio[1]:
             raise ValueError(f"erase_ratio must satisfy 0 < min <= max, got {self.erase_ratio}")
-        unknown = set(self.erase_modalities) - set(SPATIAL_MODALITIES)
+        spatial = spatial_modalities()
+        unknown = set(self.erase_modalities or ()) - set(spatial)
         if unknown:
-            raise ValueError(f"erase_modalities {sorted(unknown)} are not spatial; choose from {SPATIAL_MODALITIES}")
+            raise ValueError(f"erase_modalities {sorted(unknown)} are not spatial; choose from {spatial}")
         for name in ("freq_mask_bins", "freq_masks", "time_mask_frames", "time_masks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -157,7 +164,7 @@ def sample_rng(seed: int, epoch: int, sample_id: str) -> np.random.Generator:
 
 
 def _spatial_size(stored: Mapping[str, np.ndarray]) -> tuple[int, int] | None:
-    sizes = {tuple(np.shape(stored[key])[-2:]) for key, _ in _SPATIAL.values() if key in stored}
+    sizes = {tuple(np.shape(stored[s.main_key])[-2:]) for s in _croppable() if s.main_key in stored}
     if not sizes:
         return None
     if len(sizes) > 1:
@@ -225,11 +232,12 @@ def draw_params(
     erase: dict[str, EraseRect] = {}
     if hw is not None and cfg.erase_prob > 0:
         out_h, out_w = (size, size) if size is not None else hw
-        for modality in SPATIAL_MODALITIES:
-            if modality in cfg.erase_modalities and _SPATIAL[modality][0] in stored and rng.random() < cfg.erase_prob:
+        for spec in _croppable():
+            chosen = cfg.erase_modalities is None or spec.name in cfg.erase_modalities
+            if chosen and spec.main_key in stored and rng.random() < cfg.erase_prob:
                 rect = _erase_rect(rng, out_h, out_w, cfg)
                 if rect is not None:
-                    erase[modality] = rect
+                    erase[spec.name] = rect
     freq_masks = time_masks = ()
     if "audio/log_mel" in stored:
         clips, _, mels, frames = np.shape(stored["audio/log_mel"])
@@ -299,16 +307,19 @@ def augment_stored(stored: Mapping[str, np.ndarray], params: AugmentParams) -> d
     out = dict(stored)
     if params.box is not None:
         size = params.size or _spatial_size(stored)[0]  # type: ignore[index]
-        for modality, (key, resample) in _SPATIAL.items():
+        for spec in _croppable():
+            key = spec.main_key
             if key not in stored:
                 continue
             array = np.asarray(stored[key])
-            if modality == "thermal":
-                out[key] = np.clip(crop_channels(array.astype(np.float32), params.box, size, resample), 0.0, 1.0)
+            if spec.crop_clip is not None:  # a bounded range (thermal [0,1]): no bicubic overshoot
+                cropped = crop_channels(array.astype(np.float32), params.box, size, spec.crop_resample)
+                out[key] = np.clip(cropped, *spec.crop_clip)
             else:
-                out[key] = crop_channels(array, params.box, size, resample)
-            if modality == "depth" and "depth/valid" in stored:
-                out["depth/valid"] = crop_channels(np.asarray(stored["depth/valid"], bool), params.box, size, "nearest")
+                out[key] = crop_channels(array, params.box, size, spec.crop_resample)
+            mask_key = f"{spec.name}/{spec.mask}" if spec.mask else None
+            if mask_key in stored:
+                out[mask_key] = crop_channels(np.asarray(stored[mask_key], bool), params.box, size, "nearest")
     if params.jitter and "image/pixels" in out:
         out["image/pixels"] = color_jitter(np.asarray(out["image/pixels"]), params.jitter)
     return out
@@ -317,16 +328,20 @@ def augment_stored(stored: Mapping[str, np.ndarray], params: AugmentParams) -> d
 def augment_model_ready(ready: Mapping[str, np.ndarray], params: AugmentParams) -> dict[str, np.ndarray]:
     """Normalized arrays -> augmented ones (random erasing, audio band masking)."""
     out = dict(ready)
+    from preprocess.registry import get_modality
+
     for modality, rect in params.erase.items():
         if modality not in ready:
             continue
-        if modality == "depth":
-            # An erased depth patch is a dropout: invalid, hence 0, as every invalid depth pixel.
-            keep = np.ones(np.shape(ready["depth"]), bool)
+        valid_key = get_modality(modality).valid_key
+        if valid_key is not None:
+            # An erased patch of a masked modality (depth) is a dropout: invalid, hence 0, as
+            # every invalid pixel of it.
+            keep = np.ones(np.shape(ready[modality]), bool)
             keep[..., rect.top : rect.top + rect.height, rect.left : rect.left + rect.width] = False
-            out["depth"] = np.where(keep, ready["depth"], np.float32(0.0)).astype(np.float32)
-            if "depth_valid" in ready:
-                out["depth_valid"] = np.asarray(ready["depth_valid"], bool) & keep
+            out[modality] = np.where(keep, ready[modality], np.float32(0.0)).astype(np.float32)
+            if valid_key in ready:
+                out[valid_key] = np.asarray(ready[valid_key], bool) & keep
         else:
             out[modality] = erase(ready[modality], rect)
     if (params.freq_masks or params.time_masks) and "audio" in ready:
@@ -354,7 +369,6 @@ __all__ = [
     "AugmentConfig",
     "AugmentParams",
     "EraseRect",
-    "SPATIAL_MODALITIES",
     "augment",
     "augment_model_ready",
     "augment_stored",
@@ -364,4 +378,5 @@ __all__ = [
     "erase",
     "mask_bands",
     "sample_rng",
+    "spatial_modalities",
 ]

@@ -109,6 +109,7 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from preprocess.registry import modality_names
 from storage.location import Location, as_location, is_remote, list_files, polars_storage_options
 from storage.reader import DatasetReader
 from storage.scans import scan_index
@@ -117,13 +118,11 @@ from storage.shard import CorruptSampleError, ShardReader, ShardReaderPool
 if TYPE_CHECKING:
     from preprocess.augment import AugmentConfig
 
-MODALITIES = ("image", "depth", "thermal", "text", "video", "audio", "imu")
 GRANULARITIES = ("auto", "shard", "row")
 ON_CORRUPT = ("raise", "skip")
 SKIPPED_KEY = "_skipped"  # placeholder/batch key of samples dropped by on_corrupt="skip"
 _COUNTER_SLOTS = 256  # per-worker corrupt-sample counters (worker id modulo this)
 log = logging.getLogger(__name__)
-_BIT = {m: 1 << i for i, m in enumerate(MODALITIES)}
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -189,6 +188,8 @@ class ShardDataset(IterableDataset):
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
         self.on_corrupt = on_corrupt
+        # The registered modalities, in registry order: each sample's set is kept as bits of this.
+        self._known = modality_names()
         self.root = as_location(root)
         self._reader = DatasetReader(self.root)  # catalog only: normalization constants, no files open
         self._catalog = self._reader.catalog  # shard sha256/size for the cache: workers never reread it
@@ -197,9 +198,9 @@ class ShardDataset(IterableDataset):
         self.prefetch_shards = max(0, int(prefetch_shards))
         if modalities is not None:
             modalities = tuple(modalities)
-            unknown = set(modalities) - set(MODALITIES)
+            unknown = set(modalities) - set(self._known)
             if unknown or not modalities:
-                raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+                raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {self._known}")
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
         if int(seed) < 0:
@@ -237,7 +238,7 @@ class ShardDataset(IterableDataset):
             index = index.join(dropped_ids(self.root, dedup).lazy(), on="sample_id", how="anti")
         index = index.with_columns(
             pl.sum_horizontal(
-                [pl.col("modalities").list.contains(m).cast(pl.Int32) * _BIT[m] for m in MODALITIES]
+                [pl.col("modalities").list.contains(m).cast(pl.Int64) * (1 << i) for i, m in enumerate(self._known)]
             ).alias("_bits")
         ).collect()
 
@@ -600,7 +601,7 @@ class ShardDataset(IterableDataset):
         return remote_shard(self.root, shard_id, self._catalog)
 
     def _wanted(self, bits: int) -> list[str]:
-        present = [m for m in MODALITIES if bits & _BIT[m]]
+        present = [m for i, m in enumerate(self._known) if bits >> i & 1]
         return present if self.modalities is None else [m for m in self.modalities if m in present]
 
     def _load(
@@ -711,4 +712,4 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["GRANULARITIES", "MODALITIES", "ON_CORRUPT", "SKIPPED_KEY", "ShardDataset", "collate"]
+__all__ = ["GRANULARITIES", "ON_CORRUPT", "SKIPPED_KEY", "ShardDataset", "collate"]

@@ -21,13 +21,6 @@ from storage.scans import scan_index
 from storage.shard import ShardReader, ShardReaderPool
 
 
-def _config(section: dict[str, Any] | None, cls):
-    if section is None:
-        return cls()
-    valid = {k: (tuple(v) if isinstance(v, list) else v) for k, v in section.items() if k in cls.__dataclass_fields__}
-    return cls(**valid)
-
-
 class DatasetReader:
     """``reader[sample_id]`` or ``reader.read(shard, row)`` -> dict of model-ready float32 arrays.
 
@@ -93,45 +86,11 @@ class DatasetReader:
         return self.read(int(hit["shard"][0]), int(hit["row"][0]))
 
     def model_ready(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from preprocess.depth import DepthConfig, normalize_depth
-        from preprocess.image import ImageConfig, normalize_rgb
-        from preprocess.thermal import ThermalConfig, normalize_thermal
+        """Stored arrays -> model-ready ones of every modality they hold (the registry's
+        ``model_ready`` of each, with this dataset's recorded configs)."""
+        from preprocess.registry import model_ready
 
-        out: dict[str, np.ndarray] = {}
-        if "image/pixels" in stored:
-            out["image"] = normalize_rgb(stored["image/pixels"], _config(self.config.get("image"), ImageConfig))
-        if "depth/disparity" in stored:
-            cfg = _config(self.config.get("depth"), DepthConfig)
-            out["depth"] = normalize_depth(stored["depth/disparity"], stored["depth/valid"], cfg)
-            out["depth_valid"] = stored["depth/valid"].astype(bool)
-        if "thermal/intensity" in stored:
-            out["thermal"] = normalize_thermal(
-                stored["thermal/intensity"], _config(self.config.get("thermal"), ThermalConfig)
-            )
-        if "text/tokens" in stored:
-            out["text"] = stored["text/tokens"].astype(np.int64)
-        out.update(self._temporal(stored))
-        return out
-
-    def _temporal(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if "audio/log_mel" in stored:
-            from preprocess.audio import AudioConfig, normalize_log_mel
-
-            cfg = _config(self.config.get("audio"), AudioConfig)
-            out["audio"] = normalize_log_mel(stored["audio/log_mel"].astype(np.float32), cfg)
-        if "video/pixels" in stored:
-            from preprocess.video import VideoConfig
-
-            cfg = _config(self.config.get("video"), VideoConfig)
-            mean = np.asarray(cfg.mean, np.float32).reshape(1, 3, 1, 1, 1)
-            std = np.asarray(cfg.std, np.float32).reshape(1, 3, 1, 1, 1)
-            # [clips*crops, 3, F, S, S] uint8 -> the reference's normalized clips
-            out["video"] = (stored["video/pixels"].astype(np.float32) / np.float32(255.0) - mean) / std
-        if "imu/values" in stored:
-            out["imu"] = stored["imu/values"].astype(np.float32)
-            out["imu_valid"] = stored["imu/valid"].astype(bool)
-        return out
+        return model_ready(stored, self.config)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -10,7 +10,7 @@ import polars as pl
 
 from storage import format as fmt
 from storage.location import Location, as_location, list_files, polars_storage_options
-from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA
+from storage.schema import REJECT_SCHEMA, index_schema
 
 
 def scan_files(files: list, schema: dict | None = None) -> pl.LazyFrame:
@@ -22,8 +22,11 @@ def scan_files(files: list, schema: dict | None = None) -> pl.LazyFrame:
     sources = [str(f) for f in files]
     if schema is None:
         return pl.scan_parquet(sources, storage_options=options)
-    # Files written before a column existed read it as null.
-    return pl.scan_parquet(sources, schema=schema, storage_options=options, missing_columns="insert")
+    # Files written before a column existed read it as null; columns of a modality this process
+    # has not registered (a plugin's) are left out rather than failing the scan.
+    return pl.scan_parquet(
+        sources, schema=schema, storage_options=options, missing_columns="insert", extra_columns="ignore"
+    )
 
 
 def _scan_dir(directory: Location, schema: dict) -> pl.LazyFrame:
@@ -35,7 +38,7 @@ def _scan_dir(directory: Location, schema: dict) -> pl.LazyFrame:
 def scan_index(dataset: str | Path | Location) -> pl.LazyFrame:
     """All committed samples of a dataset as one typed LazyFrame (one row per stored sample).
     ``dataset`` is a local path or a URL (``s3://bucket/ds``)."""
-    return _scan_dir(as_location(dataset) / fmt.INDEX_DIR, INDEX_SCHEMA)
+    return _scan_dir(as_location(dataset) / fmt.INDEX_DIR, index_schema())
 
 
 def scan_rejects(dataset: str | Path | Location, standing: bool = True) -> pl.LazyFrame:

@@ -7,20 +7,20 @@ from typing import Any
 
 import polars as pl
 
-URI_COLUMNS = ("uri_image", "uri_depth", "uri_thermal", "uri_video", "uri_audio", "uri_imu")
+# Per-sample quality figures computed during the build ("q_" prefix): inspect is then a query. Each
+# modality's spec declares its own (preprocess.registry); these are the built-ins', in their order
+# in the index files.
+BUILTIN_QUALITY_COLUMNS = (
+    "q_image_mean",
+    "q_depth_valid_fraction",
+    "q_thermal_dynamic_range",
+    "q_audio_silence_fraction",
+    "q_imu_gap_fraction",
+    "q_imu_saturation_fraction",
+    "q_clip_coverage",
+)
 
-# Per-sample quality figures computed during the build ("q_" prefix): inspect is then a query.
-QUALITY_COLUMNS = {
-    "q_image_mean": pl.Float32,  # mean RGB intensity in [0,1]; near 0 or 1 flags black/blown frames
-    "q_depth_valid_fraction": pl.Float32,  # share of valid depth pixels in the stored crop
-    "q_thermal_dynamic_range": pl.Float32,  # p99 - p1 of the [0,1] thermal crop
-    "q_audio_silence_fraction": pl.Float32,
-    "q_imu_gap_fraction": pl.Float32,
-    "q_imu_saturation_fraction": pl.Float32,
-    "q_clip_coverage": pl.Float32,  # share of the media duration covered by the stored clips
-}
-
-INDEX_SCHEMA: dict[str, pl.DataType] = {
+_HEAD: dict[str, pl.DataType] = {
     "sample_id": pl.Utf8,
     "shard": pl.Int32,
     "row": pl.Int32,
@@ -28,7 +28,8 @@ INDEX_SCHEMA: dict[str, pl.DataType] = {
     "layout": pl.Utf8,
     "split": pl.Utf8,
     "modalities": pl.List(pl.Utf8),
-    **{c: pl.Utf8 for c in URI_COLUMNS},
+}
+_TAIL: dict[str, pl.DataType] = {
     "caption": pl.Utf8,
     "label": pl.Utf8,
     "sensor": pl.Utf8,
@@ -49,8 +50,28 @@ INDEX_SCHEMA: dict[str, pl.DataType] = {
     "imu_t0": pl.Float64,
     "imu_t1": pl.Float64,
     "media_duration_s": pl.Float64,
-    **QUALITY_COLUMNS,
 }
+
+
+def quality_columns() -> tuple[str, ...]:
+    """Every per-sample quality column: the built-ins, then registered modalities' own."""
+    from preprocess.registry import quality_columns as registered
+
+    return BUILTIN_QUALITY_COLUMNS + tuple(q for q in registered() if q not in BUILTIN_QUALITY_COLUMNS)
+
+
+def index_schema() -> dict[str, pl.DataType]:
+    """The index's columns, from the registry: a ``uri_<modality>`` per file-backed modality and
+    the quality figures of every modality (computed per call: a modality may be registered later)."""
+    from preprocess.registry import uri_columns
+
+    return {
+        **_HEAD,
+        **{c: pl.Utf8 for c in uri_columns().values()},
+        **_TAIL,
+        **{q: pl.Float32 for q in quality_columns()},
+    }
+
 
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.Utf8,
@@ -74,7 +95,7 @@ def _frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.Dat
 
 
 def index_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return _frame(rows, INDEX_SCHEMA)
+    return _frame(rows, index_schema())
 
 
 def reject_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:

@@ -31,7 +31,7 @@ import polars as pl
 from storage import format as fmt
 from storage.atomic import sha256_file
 from storage.location import Location, as_location, is_remote, publish_file
-from storage.schema import INDEX_SCHEMA, REJECT_SCHEMA, index_frame, reject_frame
+from storage.schema import REJECT_SCHEMA, index_frame, index_schema, reject_frame
 from storage.shard_meta import (  # noqa: F401 - re-exported
     SHARD_BYTES_KEY,
     SHARD_SHA256_KEY,
@@ -780,7 +780,7 @@ def committed_shard_ids(root: str | Path | Location) -> list[int]:
 
 __all__ = [
     "CorruptSampleError",
-    "INDEX_SCHEMA",
+    "index_schema",
     "REJECT_SCHEMA",
     "ShardReader",
     "ShardReaderPool",

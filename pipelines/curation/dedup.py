@@ -113,18 +113,12 @@ def hash_sample(row: dict[str, Any], config, cache: _FileCache | None = None) ->
             raise Unreadable(f"{row[column]}: {exc}") from exc
 
     try:
-        if row.get("uri_image"):
-            from preprocess.image import decode_image_pil
+        from preprocess.registry import modalities
 
-            _update(h, "image", np.asarray(decode_image_pil(data("uri_image"))))
-        if row.get("uri_depth"):
-            from preprocess.depth import decode_depth_png
-
-            _update(h, "depth", decode_depth_png(data("uri_depth"), row.get("depth_encoding") or "sunrgbd"))
-        if row.get("uri_thermal"):
-            from preprocess.thermal import decode_thermal
-
-            _update(h, "thermal", decode_thermal(data("uri_thermal"), config.thermal))
+        for spec in modalities("spatial"):  # each file's decoded content, as the build decodes it
+            if spec.uri_column and row.get(spec.uri_column):
+                decoded = spec.decode(data(spec.uri_column), config.section(spec.name), row)
+                _update(h, spec.name, np.asarray(decoded))
         duration = None
         if row.get("uri_video"):
             from preprocess.span_planner import decode_video_frames, probe

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.sources.base import (
-    MANIFEST_SCHEMA,
-    MODALITY_URI,
     PathOutsideRoot,
     Problem,
     ScanResult,
     Source,
     make_sample_id,
+    manifest_schema,
     resolve_inside,
 )
 from pipelines.sources.llvip import LlvipSource
@@ -45,13 +44,12 @@ def create_source(layout: str, root: str | Path, **options) -> Source:
 
 __all__ = [
     "LAYOUTS",
-    "MANIFEST_SCHEMA",
-    "MODALITY_URI",
     "PathOutsideRoot",
     "Problem",
     "ScanResult",
     "Source",
     "create_source",
     "make_sample_id",
+    "manifest_schema",
     "resolve_inside",
 ]

@@ -15,25 +15,24 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from preprocess.registry import uri_columns
 from storage.location import Location, as_location, is_remote, is_url
 
-MODALITY_URI = {
-    "image": "uri_image",
-    "depth": "uri_depth",
-    "thermal": "uri_thermal",
-    "video": "uri_video",
-    "audio": "uri_audio",
-    "imu": "uri_imu",
-}
 
-MANIFEST_SCHEMA: dict[str, pl.DataType] = {
+def manifest_schema() -> dict[str, pl.DataType]:
+    """The manifest's columns: one ``uri_<modality>`` per registered file-backed modality."""
+    return {**_MANIFEST_HEAD, **{c: pl.Utf8 for c in uri_columns().values()}, **_MANIFEST_TAIL}
+
+
+_MANIFEST_HEAD: dict[str, pl.DataType] = {
     "sample_id": pl.Utf8,
     "source": pl.Utf8,
     "layout": pl.Utf8,
     "split": pl.Utf8,
     # The declared root; every uri_* is relative to it and must resolve inside it.
     "root": pl.Utf8,
-    **{c: pl.Utf8 for c in MODALITY_URI.values()},
+}
+_MANIFEST_TAIL: dict[str, pl.DataType] = {
     "caption": pl.Utf8,
     "label": pl.Utf8,
     "sensor": pl.Utf8,
@@ -120,9 +119,10 @@ class Source(ABC):
     def row(
         self, uris: dict[str, str], split: str, t0: float | None = None, t1: float | None = None, **meta: Any
     ) -> dict[str, Any]:
-        unknown = set(uris) - MODALITY_URI.keys()
+        columns = uri_columns()
+        unknown = set(uris) - columns.keys()
         if unknown:
-            raise ValueError(f"unknown modality {sorted(unknown)}")
+            raise ValueError(f"unknown modality {sorted(unknown)}; file-backed modalities: {sorted(columns)}")
         unique_paths = sorted(set(uris.values()))
         row: dict[str, Any] = {
             "sample_id": make_sample_id(self.name, unique_paths, t0, t1),
@@ -134,7 +134,7 @@ class Source(ABC):
             "t1": t1,
         }
         for modality, rel in uris.items():
-            row[MODALITY_URI[modality]] = rel
+            row[columns[modality]] = rel
         row.update(meta)
         return row
 

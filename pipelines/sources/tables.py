@@ -7,7 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.sources.base import MODALITY_URI, Problem, ScanResult, Source, check_inside
+from pipelines.sources.base import Problem, ScanResult, Source, check_inside
+from preprocess.registry import uri_columns
 from storage.location import Location, as_location, is_remote
 
 _META_COLUMNS = {
@@ -72,8 +73,8 @@ class ImageTextSource(Source):
 
 
 class GenericSource(Source):
-    """A user's own table of paired paths: columns named after modalities (image, depth, thermal,
-    video, audio, imu) plus optional metadata (split, caption, label, sensor, fx, baseline_m,
+    """A user's own table of paired paths: columns named after file-backed modalities (image, depth,
+    thermal, video, audio, imu, and any registered one) plus optional metadata (split, caption, label, sensor, fx, baseline_m,
     depth_encoding, fps, t0, t1, anchor_s). Paths are relative to the root (default: the table's folder)."""
 
     layout = "generic"
@@ -86,10 +87,11 @@ class GenericSource(Source):
 
     def scan(self) -> ScanResult:
         table = read_table(self.table_path)
-        modalities = [m for m in MODALITY_URI if m in table.columns]
+        known = uri_columns()
+        modalities = [m for m in known if m in table.columns]
         if not modalities:
             raise ValueError(
-                f"{self.table_path}: no modality column; expected some of {sorted(MODALITY_URI)}, got {table.columns}"
+                f"{self.table_path}: no modality column; expected some of {sorted(known)}, got {table.columns}"
             )
         result = ScanResult()
         for record in table.iter_rows(named=True):
