@@ -33,7 +33,7 @@ import torchaudio
 
 from pipelines.synth.media import encode_audio
 from preprocess.audio import AudioConfig, audio_model_input, normalize_log_mel
-from preprocess.span_planner import AudioTrack, _audio_frame_to_float, align_audio
+from preprocess.audio_decode import AudioTrack, _audio_frame_to_float, align_audio
 
 
 def reference_style(path: Path, cfg: AudioConfig = AudioConfig()) -> np.ndarray:

@@ -42,8 +42,8 @@ from bench_audio import _signal, reference_style  # noqa: E402
 from bench_video_decode import write_h264  # noqa: E402
 
 from preprocess.audio import audio_model_input  # noqa: E402
-from preprocess.span_planner import uniform_indices  # noqa: E402
 from preprocess.video import VideoConfig, video_clip_spans, video_frames_to_model_input, video_model_input  # noqa: E402
+from preprocess.video_frames import uniform_indices  # noqa: E402
 
 
 def reference_video(path: Path, threads: int, cfg: VideoConfig = VideoConfig()) -> np.ndarray:

@@ -7,7 +7,7 @@ scene, then times two ways to the reference video tensor ``[15,3,2,224,224]`` (5
 first and last frame of each, 3 crops):
 
 - ours: ``video_model_input`` (one open container; packets demuxed from the keyframe before each
-  clip, only the kept frames and what they reference decoded, see ``preprocess.decode``);
+  clip, only the kept frames and what they reference decoded, see ``preprocess.span_planner``);
 - baseline: one forward pass that decodes every frame (same decoder threads), keeping the frames
   inside the clips, then the same frame choice and ``video_frames_to_model_input``. It converts only
   the 10 chosen frames to RGB (the reference converts every frame), so it is a generous baseline.
@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 from pipelines.synth.media import encode_audio
-from preprocess.span_planner import DecodeStats, decode_video_clips, uniform_indices
 from preprocess.video import VideoConfig, video_clip_spans, video_frames_to_model_input
+from preprocess.video_decode import decode_video_clips
+from preprocess.video_frames import DecodeStats, uniform_indices
 
 # --------------------------------------------------------------------------------- synthetic video
 

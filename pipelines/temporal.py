@@ -19,10 +19,12 @@ from pipelines.config import BuildConfig
 from pipelines.sample_record import ProcessedSample, SampleError, _stage
 from pipelines.sources.base import resolve_inside
 from preprocess.audio import log_mel_clips
+from preprocess.audio_decode import decode_audio_on_video_clock
 from preprocess.clips import clip_spans
-from preprocess.span_planner import NoAudioStream, decode_audio_on_video_clock, decode_video_frames, probe
 from preprocess.imu import imu_quality, imu_window, parse_ego4d_imu_csv
+from preprocess.media import NoAudioStream, probe
 from preprocess.video import video_frames_to_model_input
+from preprocess.video_decode import decode_video_frames
 from storage.location import local_copy
 
 SILENCE_RMS = 1e-3  # -60 dBFS per 10 ms frame

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from preprocess.audio_decode import decode_audio_on_video_clock
 from preprocess.clips import clip_spans, spans_as_float
-from preprocess.span_planner import decode_audio_on_video_clock
 
 
 @dataclass(frozen=True)

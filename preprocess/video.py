@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from preprocess.clips import clip_spans, spans_as_float
-from preprocess.span_planner import decode_video_clips
+from preprocess.video_decode import decode_video_clips
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

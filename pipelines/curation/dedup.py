@@ -121,7 +121,8 @@ def hash_sample(row: dict[str, Any], config, cache: _FileCache | None = None) ->
                 _update(h, spec.name, np.asarray(decoded))
         duration = None
         if row.get("uri_video"):
-            from preprocess.span_planner import decode_video_frames, probe
+            from preprocess.media import probe
+            from preprocess.video_decode import decode_video_frames
 
             path = local("uri_video")
             info = probe(path)
@@ -134,7 +135,7 @@ def hash_sample(row: dict[str, Any], config, cache: _FileCache | None = None) ->
             for clip in clips:
                 _update(h, "video", np.asarray(clip.frames))
         if row.get("uri_audio"):
-            from preprocess.span_planner import decode_audio_on_video_clock
+            from preprocess.audio_decode import decode_audio_on_video_clock
 
             path = local("uri_audio")
             wave, rate = cache.get(

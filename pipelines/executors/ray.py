@@ -46,11 +46,11 @@ def _use_only_the_allotted_cpus() -> None:
     import ray
     import torch
 
-    from preprocess import span_planner as decode
+    from preprocess import video_decode
 
     n = threads_for_allotment(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
     if not os.environ.get("BINDSET_DECODE_THREADS"):
-        decode.DECODE_THREADS = n
+        video_decode.DECODE_THREADS = n
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -12,9 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _temporal_media import color_frames, write_mp4  # noqa: E402
 
 from preprocess.audio import AudioConfig, audio_model_input, decode_waveform, resample_waveform  # noqa: E402
-from preprocess.span_planner import decode_video_frames, probe  # noqa: E402
 from preprocess.imu import ImuConfig, ImuSeries, imu_window  # noqa: E402
+from preprocess.media import probe  # noqa: E402
 from preprocess.video import video_clip_frames  # noqa: E402
+from preprocess.video_decode import decode_video_frames  # noqa: E402
 
 FPS = 25
 T_EVENT = Fraction(17, 5)  # 3.4 s, frame 85

@@ -19,7 +19,7 @@ from preprocess.audio import (  # noqa: E402
     log_mel_clips,
     normalize_log_mel,
 )
-from preprocess.span_planner import NoAudioStream  # noqa: E402
+from preprocess.media import NoAudioStream  # noqa: E402
 
 PAD_VALUE = np.float32(4.268) / np.float32(9.138)
 

@@ -9,20 +9,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _temporal_media import color_frames, read_index, sine, write_mp4, write_wav  # noqa: E402
 
-from preprocess.span_planner import (  # noqa: E402
-    DecodeStats,
-    NoAudioStream,
-    NoVideoStream,
+from preprocess.audio_decode import (  # noqa: E402
     _audio_frame_to_float,
     align_audio,
     decode_audio,
     decode_audio_on_video_clock,
     decode_audio_track,
-    decode_video_clips,
-    decode_video_frames,
-    probe,
-    uniform_indices,
 )
+from preprocess.media import NoAudioStream, NoVideoStream, probe  # noqa: E402
+from preprocess.video_decode import decode_video_clips, decode_video_frames  # noqa: E402
+from preprocess.video_frames import DecodeStats, uniform_indices  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +143,11 @@ class _SpyContainer:
 
 
 def test_far_spans_seek_and_near_spans_decode_on(gop_video, monkeypatch):
-    import preprocess.span_planner as dec
+    import preprocess.video_decode as dec
 
     log = {"seeks": 0, "packets": 0}
-    real_open = dec._open
-    monkeypatch.setattr(dec, "_open", lambda path: _SpyContainer(real_open(path), log))
+    real_open = dec.open_media
+    monkeypatch.setattr(dec, "open_media", lambda path: _SpyContainer(real_open(path), log))
     clips = dec.decode_video_frames(gop_video, [(0.5, 1.5), (5.0, 6.0), (8.0, 9.0)], 2)
     assert [list(np.round(c.times_s, 6)) for c in clips] == [[0.5, 1.4], [5.0, 5.9], [8.0, 8.9]]
     # keyframes every 0.5 s: each span costs about its own 10 frames plus a partial GOP, not 100
@@ -335,15 +331,16 @@ def test_threads_do_not_change_frames(bframe_video):
 
 
 def test_fallback_decodes_forward_with_the_same_result(gop_video, monkeypatch):
-    import preprocess.span_planner as dec
+    import preprocess.span_planner as planner
+    import preprocess.video_decode as dec
 
     spans = [(0.5, 1.5), (5.0, 6.0), (7.25, 8.25), (8.0, 9.0)]
     planned = dec.decode_video_frames(gop_video, spans, 3)
 
     def refuse(self, fspans):
-        raise dec._Fallback
+        raise planner.PlanFallback
 
-    monkeypatch.setattr(dec._SpanPlanner, "run", refuse)
+    monkeypatch.setattr(planner.SpanPlanner, "run", refuse)
     stats = DecodeStats()
     forward = dec.decode_video_frames(gop_video, spans, 3, stats=stats)
     assert stats.fallback

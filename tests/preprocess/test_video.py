@@ -125,7 +125,7 @@ def test_model_input_with_b_frames_equals_decoding_every_frame(tmp_path):
 
     import av
 
-    from preprocess.span_planner import uniform_indices
+    from preprocess.video_frames import uniform_indices
 
     p = tmp_path / "b.mp4"
     frames = color_frames(175, 48, 80, seed=5)
