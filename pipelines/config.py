@@ -136,7 +136,28 @@ def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> 
         if isinstance(getattr(current, k), dict) and isinstance(v, dict):
             v = {**getattr(current, k), **v}
         converted[k] = v
-    return dataclasses.replace(current, **converted)
+    return _validated(current, converted, prefix)
+
+
+def _validated(current: Any, converted: dict[str, Any], prefix: str) -> Any:
+    """The config with the overrides, every field checked against its annotation by pydantic (the
+    elements of tuples too: ``percentiles = ["a", 99]``) and by the config's own checks; a failure
+    is one ValueError naming the key and the value."""
+    from pydantic import TypeAdapter, ValidationError
+
+    values = {**{f.name: getattr(current, f.name) for f in dataclasses.fields(current)}, **converted}
+    try:
+        return TypeAdapter(type(current)).validate_python(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        key = f"{prefix}.{loc}" if loc else prefix
+        value = error.get("input")
+        if not loc and "ctx" in error:  # a check of the config itself (__post_init__)
+            raise ValueError(f"{prefix}: {error['ctx'].get('error', error['msg'])}") from None
+        raise ValueError(f"{key} = {value!r}: {error['msg']}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{prefix}: {exc}") from None
 
 
 #: what a TOML/JSON value may be for a field annotated with each simple type

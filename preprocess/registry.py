@@ -136,6 +136,10 @@ class ModalitySpec:
         return self.config()
 
 
+class PluginError(ImportError):
+    """A module named in ``BINDSET_PLUGINS`` cannot be imported."""
+
+
 _REGISTRY: dict[str, ModalitySpec] = {}
 _LOCK = threading.RLock()
 _LOADED = False
@@ -154,7 +158,7 @@ def _ensure_loaded() -> None:
             try:
                 importlib.import_module(module)
             except ImportError as exc:
-                raise ImportError(f"BINDSET_PLUGINS names {module!r}, which cannot be imported: {exc}") from exc
+                raise PluginError(f"BINDSET_PLUGINS names {module!r}, which cannot be imported: {exc}") from exc
 
 
 def register_modality(spec: ModalitySpec, *, replace: bool = False) -> ModalitySpec:
@@ -234,6 +238,7 @@ def model_ready(stored: Mapping[str, np.ndarray], sections: Mapping[str, Any] | 
 __all__ = [
     "BuiltModality",
     "ModalitySpec",
+    "PluginError",
     "Preview",
     "SpatialFrame",
     "StoredArray",

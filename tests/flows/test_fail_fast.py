@@ -195,3 +195,28 @@ def test_urls_stay_urls_and_storage_options_layer(tmp_path):
         assert as_location(run.dataset.out).options == {"aws_region": "us-east-2", "aws_allow_http": "true"}
     finally:
         set_cli_storage_options({})
+
+
+@pytest.mark.parametrize("path", ["default", "--no-prefect"])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('[image]\nsize = "big"\n', "image.size = 'big'"),
+        ('[thermal]\npercentiles = ["a", 99]\n', "thermal.percentiles.0 = 'a'"),
+    ],
+)
+def test_bad_preprocessing_values_fail_before_the_build(llvip_src, tmp_path, path, body, expected):
+    overrides = _toml(tmp_path / "pre.toml", body)
+    args = ["build", str(llvip_src), "--layout", "llvip", "--out", str(tmp_path / "ds"), "--config", str(overrides)]
+    proc = _bindset(args + ([path] if path != "default" else []), tmp_path / "ph", tmp_path)
+    _refused(proc, tmp_path / "ph", "pre.toml", expected)
+    assert not (tmp_path / "ds").exists(), "the build started"
+
+
+def test_bad_preprocessing_value_in_run_config(llvip_src, tmp_path):
+    cfg = _toml(
+        tmp_path / "bad.toml",
+        f'[dataset]\nout = "ds"\n[[sources]]\nlayout = "llvip"\nroot = "{llvip_src}"\n'
+        '[preprocess.thermal]\npercentiles = ["a", 99]\n',
+    )
+    _refused(_bindset(["run", str(cfg)], tmp_path / "ph", tmp_path), tmp_path / "ph", "bad.toml", "thermal.percentiles")
