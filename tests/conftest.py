@@ -6,16 +6,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shared_candidate() -> Path:
+    """Where the shared samples and references are looked for: $BINDSET_SHARED, else ../shared."""
+    return Path(os.environ.get("BINDSET_SHARED", REPO.parent / "shared"))
+
+
 def shared_root() -> Path | None:
-    candidate = Path(os.environ.get("BINDSET_SHARED", REPO.parent / "shared"))
+    candidate = shared_candidate()
     return candidate if (candidate / "samples").is_dir() else None
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
+    """The one fixture for ../shared (real media and ImageBind references); skips when it is absent."""
     root = shared_root()
     if root is None:
-        pytest.skip("../shared not found: real-media parity tests need the shared samples and references")
+        pytest.skip(
+            f"../shared not found ({shared_candidate()} has no samples/): real-media parity tests need the "
+            "shared samples and references (set BINDSET_SHARED to their folder)"
+        )
     return root
 
 

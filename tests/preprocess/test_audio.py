@@ -1,4 +1,3 @@
-import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -24,14 +23,6 @@ from preprocess.media import NoAudioStream  # noqa: E402
 PAD_VALUE = np.float32(4.268) / np.float32(9.138)
 
 
-@pytest.fixture(scope="module")
-def shared() -> Path:
-    root = Path(os.environ.get("BINDSET_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-    if not (root / "samples").is_dir():
-        pytest.skip(f"../shared not found: {root}")
-    return root
-
-
 @pytest.mark.parametrize(
     "name,rel",
     [
@@ -41,9 +32,9 @@ def shared() -> Path:
         ("mov_bbb", "video_av/mov_bbb.mp4"),
     ],
 )
-def test_matches_imagebind_reference(shared, name, rel):
-    ref = np.load(shared / "reference" / "imagebind" / f"audio_{name}.npy")[0]
-    out, spans = audio_model_input(shared / "samples" / rel)
+def test_matches_imagebind_reference(shared_dir, name, rel):
+    ref = np.load(shared_dir / "reference" / "imagebind" / f"audio_{name}.npy")[0]
+    out, spans = audio_model_input(shared_dir / "samples" / rel)
     assert out.shape == (3, 1, 128, 204) and out.dtype == np.float32
     diff = np.abs(out - ref)
     # WAVs decode bit-identically to torchaudio.load; PyAV's AAC decoding of mov_bbb is within 3.5e-5
@@ -207,10 +198,10 @@ def test_long_audio_resamples_only_the_clips():
         ("mov_bbb", "video_av/mov_bbb.mp4"),
     ],
 )
-def test_reference_files_equal_the_whole_signal_steps_exactly(shared, name, rel):
+def test_reference_files_equal_the_whole_signal_steps_exactly(shared_dir, name, rel):
     from preprocess.audio import decode_waveform
 
-    path = shared / "samples" / rel
+    path = shared_dir / "samples" / rel
     wave, sr = decode_waveform(path)
     out, _ = audio_model_input(path)
     np.testing.assert_array_equal(out, _reference_steps(wave, sr))

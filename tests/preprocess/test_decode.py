@@ -1,4 +1,3 @@
-import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -21,14 +20,6 @@ from preprocess.video_decode import decode_video_clips, decode_video_frames  # n
 from preprocess.video_frames import DecodeStats, uniform_indices  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def shared() -> Path:
-    root = Path(os.environ.get("BINDSET_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-    if not (root / "samples").is_dir():
-        pytest.skip(f"../shared not found: {root}")
-    return root
-
-
 def _indices(frames: np.ndarray) -> list[int]:
     return [read_index(f) for f in frames]
 
@@ -41,8 +32,8 @@ def gop_video(tmp_path_factory):
     return p
 
 
-def test_probe_mov_bbb(shared):
-    info = probe(shared / "samples" / "video_av" / "mov_bbb.mp4")
+def test_probe_mov_bbb(shared_dir):
+    info = probe(shared_dir / "samples" / "video_av" / "mov_bbb.mp4")
     v, a = info.video, info.audio
     # decord's reference duration is 250 frames / 25 fps; the header's duration (499/50 s) is not
     assert v.n_frames == 250 and v.fps == 25.0 and v.duration_s == 10.0 and info.duration_s == 10.0
@@ -50,8 +41,8 @@ def test_probe_mov_bbb(shared):
     assert (a.sample_rate, a.channels, a.start_time_s) == (44100, 2, 0.0)
 
 
-def test_decode_audio_mov_bbb_keeps_every_aac_frame(shared):
-    w, sr = decode_audio(shared / "samples" / "video_av" / "mov_bbb.mp4")
+def test_decode_audio_mov_bbb_keeps_every_aac_frame(shared_dir):
+    w, sr = decode_audio(shared_dir / "samples" / "video_av" / "mov_bbb.mp4")
     assert sr == 44100 and w.dtype == np.float32 and w.shape == (2, 441344)
     assert 0 < np.abs(w).max() <= 1.0
 
@@ -349,8 +340,8 @@ def test_fallback_decodes_forward_with_the_same_result(gop_video, monkeypatch):
         np.testing.assert_array_equal(a.frames, b.frames)
 
 
-def test_decode_video_clips_is_probe_plus_decode_video_frames(shared):
-    path = shared / "samples" / "video_av" / "mov_bbb.mp4"
+def test_decode_video_clips_is_probe_plus_decode_video_frames(shared_dir):
+    path = shared_dir / "samples" / "video_av" / "mov_bbb.mp4"
     make = lambda d: [(Fraction(i * 2), Fraction(i * 2 + 2)) for i in range(5)]  # noqa: E731
     duration, spans, clips = decode_video_clips(path, make, 2)
     assert duration == probe(path).video.duration_s == 10.0
@@ -392,10 +383,10 @@ def test_whole_track_conversion_equals_per_frame_conversion(tmp_path, codec, cha
     np.testing.assert_array_equal(w, ref)
 
 
-def test_audio_opens_decode_like_a_default_open(shared, tmp_path):
+def test_audio_opens_decode_like_a_default_open(shared_dir, tmp_path):
     files = [
-        shared / "samples" / "video_av" / "mov_bbb.mp4",
-        shared / "samples" / "imagebind" / "dog_audio.wav",
+        shared_dir / "samples" / "video_av" / "mov_bbb.mp4",
+        shared_dir / "samples" / "imagebind" / "dog_audio.wav",
         write_mp4(tmp_path / "av.mp4", color_frames(75, 32, 32), 25, sine(440, 3.0, 48000, 6), 48000, start_s=1.0),
         write_mp4(tmp_path / "a.mp4", None, audio=sine(440, 2.0, 22050, 2), sample_rate=22050),
     ]

@@ -1,5 +1,4 @@
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -21,25 +20,17 @@ from preprocess.video import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="module")
-def shared() -> Path:
-    root = Path(os.environ.get("BINDSET_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-    if not (root / "samples").is_dir():
-        pytest.skip(f"../shared not found: {root}")
-    return root
-
-
-def test_matches_imagebind_reference(shared):
-    ref = np.load(shared / "reference" / "imagebind" / "video_mov_bbb.npy")[0]
-    out, spans = video_model_input(shared / "samples" / "video_av" / "mov_bbb.mp4")
+def test_matches_imagebind_reference(shared_dir):
+    ref = np.load(shared_dir / "reference" / "imagebind" / "video_mov_bbb.npy")[0]
+    out, spans = video_model_input(shared_dir / "samples" / "video_av" / "mov_bbb.mp4")
     assert out.shape == (15, 3, 2, 224, 224) and out.dtype == np.float32
     diff = np.abs(out - ref)
     assert diff.mean() <= 1e-3 and diff.max() <= 1e-3  # bit-identical here
     assert spans == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (6.0, 8.0), (8.0, 10.0)]
 
 
-def test_mov_bbb_keeps_first_and_last_frame_of_each_clip(shared):
-    frames, _ = video_clip_frames(shared / "samples" / "video_av" / "mov_bbb.mp4")
+def test_mov_bbb_keeps_first_and_last_frame_of_each_clip(shared_dir):
+    frames, _ = video_clip_frames(shared_dir / "samples" / "video_av" / "mov_bbb.mp4")
     assert frames.shape == (5, 2, 176, 320, 3) and frames.dtype == np.uint8
     assert spatial_crop_offsets(224, 407, 224, 3) == [(0, 0), (0, 92), (0, 183)]
 
