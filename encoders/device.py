@@ -69,10 +69,6 @@ def select_precision(device: torch.device, precision: str | torch.dtype | None =
     return "fp32"
 
 
-def precision_dtype(precision: str) -> torch.dtype:
-    return _DTYPES[normalize_precision(precision)]
-
-
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Autocast for bf16/fp16, nothing for fp32. Weights stay fp32; outputs are cast back by the caller."""

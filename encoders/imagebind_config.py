@@ -184,8 +184,3 @@ def get_config(name: str) -> ImageBindConfig:
         return CONFIGS[name]
     except KeyError:
         raise ValueError(f"unknown ImageBind size {name!r}; valid: {sorted(CONFIGS)}") from None
-
-
-def register_config(config: ImageBindConfig) -> None:
-    """Make `config` available as `imagebind:<config.name>` in the encoder factory."""
-    CONFIGS[config.name] = config

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from flows.runtime import PrefectApi, check_read, check_write, local_only, quiet_defaults, require_weights, root_arg
 
-SPATIAL_LAYOUTS = ("sunrgbd", "llvip", "image-text")
-
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a synthetic copy of a dataset layout with related modalities")
