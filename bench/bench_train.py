@@ -1,4 +1,4 @@
-"""Benchmark: binding training throughput (`pipelines.train.train_binding`).
+"""Benchmark: binding training throughput (`pipelines.binding.train.train_binding`).
 
 Builds a small AudioSet-layout dataset (synth -> shards) with a random target store, then trains
 the tiny ImageBind audio tower against it and reports optimisation steps/s and pairs/s for
@@ -25,11 +25,11 @@ import polars as pl
 import torch
 
 import storage
+from pipelines.binding.train import BindingModel, TrainConfig, param_groups, symmetric_infonce, train_binding
 from pipelines.build import build_dataset
 from pipelines.config import BuildConfig
 from pipelines.sources import create_source
 from pipelines.synth import synthesize
-from pipelines.train import BindingModel, TrainConfig, param_groups, symmetric_infonce, train_binding
 from preprocess.video import VideoConfig
 from storage.embeddings import commit_embeddings
 

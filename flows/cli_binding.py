@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flows.runtime import check_read, check_write, local_only, root_arg
 
-#: `bindset train --modality` choices; equal to pipelines.train.BINDABLE (a test checks), written out
+#: `bindset train --modality` choices; equal to pipelines.binding.train.BINDABLE (a test checks), written out
 #: so that building the parser does not import torch
 BINDABLE = ("audio", "depth", "thermal", "imu")
 
@@ -83,7 +83,7 @@ def add_train(sub) -> None:
 def cmd_train(args) -> int:
     dataset, out = root_arg(args.dataset), local_only(args.out, "train --out")
     check_read(dataset, "dataset")
-    from pipelines.train import TrainConfig, load_binding_encoder, train_binding
+    from pipelines.binding.train import TrainConfig, load_binding_encoder, train_binding
 
     config = TrainConfig(
         model=args.model,
@@ -103,7 +103,7 @@ def cmd_train(args) -> int:
     result = train_binding(dataset, args.modality, args.target, out, config, resume=not args.no_resume)
     print("\n".join(result.lines()))
     if args.embed:
-        from pipelines.evaluate import embed_modality
+        from pipelines.binding.evaluate import embed_modality
 
         encoder = load_binding_encoder(result.out_dir, device=args.device)
         store = embed_modality(dataset, encoder, args.modality, progress=not args.no_progress)
@@ -187,7 +187,7 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from pipelines.evaluate import evaluate_retrieval, evaluate_zero_shot, sample_labels
+    from pipelines.binding.evaluate import evaluate_retrieval, evaluate_zero_shot, sample_labels
 
     if not args.retrieval and not args.zero_shot:
         raise ValueError("give --retrieval QUERY GALLERY and/or --zero-shot STORE_ID:COLUMN")
@@ -269,7 +269,7 @@ def _default_column(dataset: Path | str, store: str) -> str:
 
 
 def add_search(sub) -> None:
-    from pipelines.search import QUERY_MODALITIES
+    from pipelines.binding.search import QUERY_MODALITIES
 
     p = sub.add_parser("search", help="nearest samples of an embedding store for a query file (or several, summed)")
     p.add_argument("query", nargs="+", help="query file(s); for --modality text, the text itself")
@@ -302,7 +302,7 @@ def add_search(sub) -> None:
 def cmd_search(args) -> int:
     args.dataset = root_arg(args.dataset)
     check_read(args.dataset, "dataset")
-    from pipelines.search import Query, load_encoder, search_store
+    from pipelines.binding.search import Query, load_encoder, search_store
 
     n = len(args.query)
     modalities = _broadcast(args.modality, n, "--modality")

@@ -103,6 +103,6 @@ def test_auto_executor_choice(monkeypatch):
 
 def test_train_choices_match_the_pipeline():
     from flows.cli_binding import BINDABLE
-    from pipelines.train import BINDABLE as PIPELINE_BINDABLE
+    from pipelines.binding.train import BINDABLE as PIPELINE_BINDABLE
 
     assert BINDABLE == PIPELINE_BINDABLE

@@ -6,7 +6,7 @@ SLOW TEST (about 2-3 minutes on a 2-core CPU): it runs the whole demo at a reduc
 
 import numpy as np
 
-from pipelines.bind_demo import run_bind_demo
+from pipelines.binding.demo import run_bind_demo
 
 # Reduced from the defaults (240 videos, 1200 caption pairs, 15 CLIP epochs) to keep two runs short,
 # still large enough that the held-out figures mean something (39 held-out samples, 4 classes).
@@ -44,7 +44,7 @@ def test_audio_bound_to_images_only_is_classified_by_text_far_above_chance(tmp_p
     assert single["recall"]["R@5"] >= 2 * single["chance"]["R@5"], single
     assert single["recall"]["R@10"] >= 2 * single["chance"]["R@10"], single
     assert single["median_rank"] < 39 / 4
-    # R@1 is class-level (see pipelines/bind_demo.py): about 4x chance at best, i.e. three or four hits
+    # R@1 is class-level (see pipelines/binding/demo.py): about 4x chance at best, i.e. three or four hits
     # among 39 queries; above chance here, and at least twice chance over every stored frame as a query.
     assert single["recall"]["R@1"] * 39 >= 2, single
     frames = first["image_to_audio_all_frames"]
@@ -77,7 +77,7 @@ def _the_cli_redoes_the_evaluation(report):
     out = _run_cli(main, retrieval + ["--json"])
     assert out["retrieval"]["recall"] == report["image_to_audio"]["recall"]
     hits = _run_cli(main, search + ["--json"])
-    from pipelines.bind_demo import audioset_class
+    from pipelines.binding.demo import audioset_class
 
     birds = [audioset_class(h["label"]) == "bird" for h in hits]
     assert len(hits) == 5 and sum(birds) >= 4, hits  # emergent: text -> audio without text-audio pairs

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from pipelines.binding.search import search, search_store
 from pipelines.curation.ann import (
     AnnIndex,
     IndexParams,
@@ -21,7 +22,6 @@ from pipelines.curation.ann import (
     normalize,
     recall_at,
 )
-from pipelines.search import search, search_store
 from storage.embeddings import commit_embeddings
 
 STORE = "toy-encoder"

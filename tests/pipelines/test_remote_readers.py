@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import storage
+from pipelines.binding.search import Query, embed_query, search_store
 from pipelines.build import build_dataset
 from pipelines.config import BuildConfig
 from pipelines.embed import EncoderSpec, embed_dataset
 from pipelines.executors import LocalExecutor
 from pipelines.report import write_report
-from pipelines.search import Query, embed_query, search_store
 from pipelines.sources import create_source
 from pipelines.summary import dataset_summary
 from pipelines.synth import synthesize

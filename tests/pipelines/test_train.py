@@ -8,9 +8,7 @@ import pytest
 import torch
 
 import storage
-from pipelines.build import build_dataset
-from pipelines.config import BuildConfig
-from pipelines.evaluate import (
+from pipelines.binding.evaluate import (
     embed_modality,
     evaluate_retrieval,
     evaluate_zero_shot,
@@ -19,10 +17,8 @@ from pipelines.evaluate import (
     zero_shot_classify,
     zero_shot_from_vectors,
 )
-from pipelines.search import Query, combine, embed_query, search, search_store
-from pipelines.sources import create_source
-from pipelines.synth import synthesize
-from pipelines.train import (
+from pipelines.binding.search import Query, combine, embed_query, search, search_store
+from pipelines.binding.train import (
     ResumeMismatch,
     TrainConfig,
     cosine_lr,
@@ -31,6 +27,10 @@ from pipelines.train import (
     symmetric_infonce,
     train_binding,
 )
+from pipelines.build import build_dataset
+from pipelines.config import BuildConfig
+from pipelines.sources import create_source
+from pipelines.synth import synthesize
 from preprocess.video import VideoConfig
 from storage.embeddings import commit_embeddings
 
@@ -39,7 +39,7 @@ CLASSES = ("ball", "siren", "bird", "clock")
 
 
 def _class_of(label: str) -> str:
-    from pipelines.bind_demo import audioset_class
+    from pipelines.binding.demo import audioset_class
 
     return audioset_class(label)
 
@@ -297,7 +297,7 @@ def test_tower_can_start_from_a_full_imagebind_checkpoint(tmp_path):
 
     from encoders.imagebind import build_model
     from encoders.imagebind_config import get_config
-    from pipelines.train import BindingModel, _load_init
+    from pipelines.binding.train import BindingModel, _load_init
 
     full = build_model("tiny", seed=7)
     path = tmp_path / "imagebind_tiny.safetensors"

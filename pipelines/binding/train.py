@@ -1,6 +1,6 @@
 """Bind a new modality to a frozen image embedding space (ImageBind's recipe) from the shards.
 
-    from pipelines.train import TrainConfig, train_binding
+    from pipelines.binding.train import TrainConfig, train_binding
     result = train_binding("/data/audioset", "audio", "openclip-ViT-H-14-3f2a9c0d1b7e-p1", "/runs/audio",
                            TrainConfig(epochs=10))
     result.final_loss, result.checkpoint          # -> load_binding_encoder(result.out_dir)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipelines.evaluate import l2_normalize
+from pipelines.binding.evaluate import l2_normalize
 from storage.location import Location
 
 #: file modalities a query can be read as (text is passed as a string)
@@ -117,7 +117,7 @@ def search_store(
     """Top-k samples of `embeddings/<store_id>/` column `column` for one (combined) query, with
     their index fields. `queries` may also be a ready query vector. A fresh index of the column is
     used unless `use_index` is False or `sample_ids` restricts the search (module doc)."""
-    from pipelines.evaluate import read_vectors
+    from pipelines.binding.evaluate import read_vectors
 
     q = np.asarray(queries, np.float32) if isinstance(queries, np.ndarray) else query_vector(queries, **options)
     found = None
@@ -170,7 +170,7 @@ def load_encoder(name_or_path: str | Path, modality: str, checkpoint: str | Path
     factory name (`openclip:<model>`, `imagebind:<size>`) with an optional local checkpoint."""
     path = Path(str(name_or_path))
     if path.exists():
-        from pipelines.train import load_binding_encoder
+        from pipelines.binding.train import load_binding_encoder
 
         enc = load_binding_encoder(path, **kw)
         if enc.modality != modality:

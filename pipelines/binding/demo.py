@@ -224,7 +224,7 @@ def train_tiny_clip(
     from tqdm.auto import tqdm
 
     from encoders.openclip import load_openclip_model
-    from pipelines.train import cosine_lr, deterministic_mode, epoch_order, param_groups, symmetric_infonce
+    from pipelines.binding.train import cosine_lr, deterministic_mode, epoch_order, param_groups, symmetric_infonce
 
     started = time.perf_counter()
     tokens = open_clip.get_tokenizer(model_name)(captions)
@@ -308,8 +308,8 @@ def all_frames_retrieval(dataset: Path, sample_ids: list[str], image_encoder, ga
     samples' order = the gallery's rows)."""
     import polars as pl
 
-    from pipelines.evaluate import recall_at_k
-    from pipelines.train import ModalityInputs
+    from pipelines.binding.evaluate import recall_at_k
+    from pipelines.binding.train import ModalityInputs
     from storage import scan_index
 
     index = scan_index(dataset).filter(pl.col("sample_id").is_in(sample_ids)).select("sample_id", "shard", "row")
@@ -370,12 +370,18 @@ def run_bind_demo(
     `n_pairs` and any `DemoConfig` field (as keyword) override `config`.
     """
     from encoders import create_encoder
+    from pipelines.binding.evaluate import (
+        embed_modality,
+        evaluate_retrieval,
+        evaluate_zero_shot,
+        read_vectors,
+        sample_labels,
+    )
+    from pipelines.binding.train import TrainConfig, load_binding_encoder, train_binding
     from pipelines.build import build_dataset
     from pipelines.config import BuildConfig
-    from pipelines.evaluate import embed_modality, evaluate_retrieval, evaluate_zero_shot, read_vectors, sample_labels
     from pipelines.sources import create_source
     from pipelines.synth import synthesize
-    from pipelines.train import TrainConfig, load_binding_encoder, train_binding
     from preprocess.audio import AudioConfig
     from preprocess.video import VideoConfig
 
