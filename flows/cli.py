@@ -412,7 +412,7 @@ def _add_demo(sub) -> None:
 def cmd_demo(args) -> int:
     out = local_only(args.out, "demo --out")
     if args.bind:
-        from pipelines.bind_demo import run_bind_demo
+        from pipelines.binding.demo import run_bind_demo
 
         out = out if args.out != "bindset-demo" else Path("bindset-bind-demo")
         report = run_bind_demo(out, seed=args.seed, n_pairs=args.pairs, progress=True)
