@@ -173,7 +173,7 @@ def test_skipping_keeps_mid_epoch_resume_exact(pristine, tmp_path):
 
 
 def test_format1_shards_read_and_are_named_by_validate(monkeypatch, tmp_path):
-    import storage.shard as shard_mod
+    import storage.shard_writer as shard_mod
 
     def without_checksums(h5, key, shape, dtype):
         return h5.create_dataset(key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), track_times=False)
