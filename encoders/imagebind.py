@@ -23,6 +23,10 @@ Input layouts (model-ready tensors, as `preprocess/` and the shard reader produc
 Any input with >= 5 dims is read as (B, S, ...): the S clips run through preprocessor, trunk, head
 *and* postprocessor separately and the results are averaged over S, not renormalized. A 5-D video
 tensor [B,3,2,224,224] would therefore be misread as 3 clips: pass video as 6-D.
+
+Why one module of this size: the encoders mirror one reference state dict module for module;
+keeping trunks, heads and postprocessors side by side is what lets a reader check them against
+the listing.
 """
 
 from __future__ import annotations

@@ -93,6 +93,10 @@ other sample is still yielded exactly once.
 Deduplicated (``dedup="<name>"``): the samples ``dedup/<name>.parquet`` marks as duplicates that
 are not kept (``storage.dedup``; written by ``bindset dedup``) are left out, so each duplicate group
 is read once, through its representative. Nothing is deleted; another name or None reads them again.
+
+Why one module of this size: it is one class whose planning, resume arithmetic and reads share one
+contract (every sample exactly once, exact mid-epoch resume); most of its length is that contract,
+written out here.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ one representative by ``keep``: ``"lowest-id"`` (the smallest sample_id; the def
 ties going to the smallest sample_id. Components chain (a~b and b~c group a, b and c even when a and
 c are further apart); ``similarity`` records each member's cosine to its representative, so a
 chained member is visible. The table (``storage.dedup``) covers every stored sample; nothing is deleted.
+
+Why one module of this size: exact and near deduplication write one table under one keep rule;
+the nearest-neighbour and grouping kernels it calls live in their own modules.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ pts are that much later).
 Options: ``duration`` (10.0), ``fps`` (25), ``width``/``height`` (320x240), ``audio`` (True),
 ``sample_rate`` (44100), ``channels`` (2), ``gop_size`` (50), ``start_offset_s`` (0.0),
 ``classes`` (a subset of ``CLASSES``).
+
+Why one module of this size: one layout's generator, from scene to muxed media and metadata
+files; nothing in it serves another layout.
 """
 
 from __future__ import annotations

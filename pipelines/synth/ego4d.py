@@ -37,6 +37,9 @@ Footstep thuds in the audio coincide with the lowest head position of each step 
 Options: ``duration`` (20.0), ``fps`` (30), ``width``/``height`` (320x240), ``audio`` (True),
 ``sample_rate`` (48000), ``channels`` (2), ``gop_size`` (30), ``start_offset_s`` (0.0),
 ``imu_period_ms`` (5.0), ``imu_jitter_ms`` (0.3), ``hfov_deg`` (60).
+
+Why one module of this size: one layout's generator, from head motion to muxed media, IMU and
+narrations; nothing in it serves another layout.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Conventions (right-handed, metres, radians):
 - arrays: images ``[H, W, 3]``, float in ``[0, 1]`` until quantised; the ray caster works on
   channel-first vectors ``[3, H, W]`` (contiguous components are much faster in numpy);
   ``Hit.index`` is the thing index per pixel, ``-1`` where the ray hits nothing (sky).
+
+Why one module of this size: the scene description and its ray caster are one model of the
+world that every synthetic layout renders from; split, each half would only make sense with the
+other open.
 """
 
 from __future__ import annotations
