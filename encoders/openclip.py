@@ -23,11 +23,13 @@ Inputs (model-ready, CLIP-normalized as the shard reader returns them):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import copy
 import json
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -70,11 +72,26 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
+_CONFIG_DIR: Path | None = None
+_REGISTERED: dict[str, None] = {}  # names registered here, in order (listed after open_clip's own)
+
+
+def _config_dir() -> Path:
+    """This process's folder of configs written for open_clip (removed when the process exits)."""
+    global _CONFIG_DIR
+    if _CONFIG_DIR is None:
+        _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="bindset-openclip-configs-"))
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
+    return _CONFIG_DIR
+
+
 def register_model_config(name: str, config: dict[str, Any] | str | os.PathLike) -> None:
     """Add an architecture to open_clip's registry (a config dict, or a JSON file in open_clip's format).
 
-    open_clip 3.3 only scans config files (`add_model_config(path)`); a dict goes straight into its
-    in-memory registry, which later rescans keep.
+    Through open_clip's public `add_model_config(path)`, which registers a JSON file under its stem:
+    the config is written as `<name>.json` into a private temp folder and that file is added (its
+    later rescans re-read it, so a registration made here outlives them and wins over a built-in
+    config of the same name, as open_clip's own added paths do).
     """
     if not isinstance(config, dict):
         with open(config, encoding="utf-8") as fh:
@@ -83,7 +100,20 @@ def register_model_config(name: str, config: dict[str, Any] | str | os.PathLike)
     missing = {"embed_dim", "vision_cfg", "text_cfg"} - set(config)
     if missing:
         raise ValueError(f"open_clip config {name!r} lacks {sorted(missing)}")
-    open_clip.factory._MODEL_CONFIGS[name] = copy.deepcopy(config)
+    if not name or name.startswith(".") or Path(name).name != name or name.endswith(".json"):
+        raise ValueError(f"open_clip model name {name!r} must be a plain file stem (no '/', no leading '.')")
+    try:
+        text = json.dumps(config)
+    except TypeError as exc:
+        raise ValueError(
+            f"open_clip config {name!r} is not JSON (open_clip reads configs as JSON files): {exc}"
+        ) from None
+    path = _config_dir() / f"{name}.json"
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a concurrent rescan sees the old file or the new one, never half of one
+    open_clip.add_model_config(path)
+    _REGISTERED.setdefault(name)
 
 
 def register_tiny_config(name: str = TINY_NAME) -> str:
@@ -92,7 +122,9 @@ def register_tiny_config(name: str = TINY_NAME) -> str:
 
 
 def available_models() -> list[str]:
-    return list(open_clip.list_models())
+    """open_clip's architectures, then the ones registered here (so listings lead with open_clip's own)."""
+    models = list(open_clip.list_models())
+    return [m for m in models if m not in _REGISTERED] + [m for m in _REGISTERED if m in models]
 
 
 @contextlib.contextmanager

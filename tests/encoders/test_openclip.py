@@ -3,6 +3,7 @@ local-checkpoint-only loading, encoder ids. A tiny random-init config keeps ever
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -156,3 +157,27 @@ def test_registering_a_config_at_run_time():
     assert "bindset-test-clip16" in open_clip.list_models()
     enc = create_encoder("openclip:bindset-test-clip16", modality="text")
     assert enc.dim == 16 and enc.encode(["hello"]).shape == (1, 16)
+
+
+def test_registration_goes_through_open_clip_add_model_config(tmp_path):
+    # open_clip's public registration (a JSON file per config): a rescan it does for anyone else's
+    # add_model_config keeps ours, and registering the name again replaces the config
+    register_model_config("bindset-test-clip8", dict(TINY_CONFIG, embed_dim=8))
+    other = tmp_path / "bindset-test-other.json"
+    other.write_text(json.dumps(dict(TINY_CONFIG, embed_dim=24)))
+    open_clip.add_model_config(other)
+    assert open_clip.get_model_config("bindset-test-clip8")["embed_dim"] == 8
+    assert open_clip.get_model_config("bindset-test-other")["embed_dim"] == 24
+    register_model_config("bindset-test-clip8", dict(TINY_CONFIG, embed_dim=12))
+    assert open_clip.get_model_config("bindset-test-clip8")["embed_dim"] == 12
+    # a config file in open_clip's wrapped format ({"model_cfg": ...}) registers under the given name
+    wrapped = tmp_path / "anything.json"
+    wrapped.write_text(json.dumps({"model_cfg": dict(TINY_CONFIG, embed_dim=20)}))
+    register_model_config("bindset-test-wrapped", wrapped)
+    assert open_clip.get_model_config("bindset-test-wrapped")["embed_dim"] == 20
+
+
+@pytest.mark.parametrize("name", ["", "a/b", ".hidden", "x.json"])
+def test_a_name_that_is_not_a_file_stem_is_refused(name):
+    with pytest.raises(ValueError, match="plain file stem"):
+        register_model_config(name, TINY_CONFIG)
