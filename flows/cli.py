@@ -5,6 +5,10 @@ Every root a command takes (sources, datasets, outputs, checkpoints) is a local 
 local folder ``s3:/b/k``). Before anything starts (a Prefect server, a flow run, Ray), a command
 checks what it was given: configs, URLs, buckets and credentials; a bad one is one line on stderr
 naming the file, key or URL, and exit code 2. See flows.runtime for the order of start-up.
+
+Why one module of this size: it holds the parsers of the core commands, each a few lines of
+parsing and one pipeline call; binding and curation commands have their own modules
+(``flows.cli_binding``, ``flows.cli_curation``).
 """
 
 from __future__ import annotations
@@ -350,7 +354,9 @@ def cmd_embed(args) -> int:
 def _add_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="write the model-ready float32 tensor of one file (.npy)")
     p.add_argument("file", help="local input file")
-    p.add_argument("--modality", required=True, choices=("image", "depth", "thermal", "audio", "video", "imu"))
+    from preprocess.registry import uri_columns
+
+    p.add_argument("--modality", required=True, choices=tuple(uri_columns()))
     p.add_argument("--out", required=True, help="local .npy file to write")
     p.add_argument("--depth-encoding", default="sunrgbd", choices=("sunrgbd", "millimetres", "metres"))
     p.add_argument(
@@ -530,6 +536,15 @@ def main(argv: list[str] | None = None) -> int:
     """``bindset ARGS``. Called without ``argv`` (the ``bindset`` program, ``python -m flows.cli``),
     the process exits here, once its exit handlers have run (``exit_now``)."""
     quiet_defaults()  # before Prefect or Ray is imported: both read their settings at import
+    from preprocess.registry import PluginError, modalities
+
+    try:
+        modalities()  # the registry, with the user's plugin modules: the parser's choices come from it
+    except PluginError as exc:
+        print(f"bindset: error: {exc}", file=sys.stderr)
+        if argv is None:
+            exit_now(2)
+        return 2
     args = make_parser().parse_args(argv)
     wants_prefect = (
         getattr(args, "uses_prefect", False)
