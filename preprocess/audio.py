@@ -8,6 +8,7 @@ normalization, what the shard stores); model input: the same, normalized.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +20,8 @@ import torchaudio
 
 from preprocess.audio_decode import decode_audio_on_video_clock
 from preprocess.clips import clip_spans, spans_as_float
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,17 @@ def resample_waveform(waveform: np.ndarray, sample_rate: int, cfg: AudioConfig =
         raise ValueError(f"invalid sample rate {sample_rate}")
     t = torch.tensor(w, dtype=torch.float32)  # copies
     if sample_rate != cfg.sample_rate:
-        t = torchaudio.functional.resample(t, int(sample_rate), cfg.sample_rate)
+        t = _resampler(int(sample_rate), cfg.sample_rate)(t)
     return t
+
+
+@functools.lru_cache(maxsize=32)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    """torchaudio's public ``Resample`` transform for a rate pair, built once: its kernel is computed
+    in float32 (``dtype``), as ``torchaudio.functional.resample`` computes it for a float32 waveform on
+    every call, and applied by the same code, so the output is bit-identical to the functional form's
+    (the reference's); tests/preprocess/test_audio.py checks that on fixed signals."""
+    return torchaudio.transforms.Resample(orig, new, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------ resampling only what the clips use
@@ -77,20 +89,28 @@ _WHOLE_IF_COVERED = 0.9  # resample the whole signal when the clips need nearly 
 
 @functools.lru_cache(maxsize=32)
 def _sinc_kernel(orig: int, new: int) -> tuple[torch.Tensor, int] | None:
-    """torchaudio.functional.resample's kernel for a float32 waveform, computed once per rate pair
-    (the functional form recomputes it per call); None if torchaudio's layout is not the one known."""
-    try:
-        from torchaudio.functional.functional import _get_sinc_resample_kernel
-
-        kernel, width = _get_sinc_resample_kernel(
-            orig, new, math.gcd(orig, new), 6, 0.99, "sinc_interp_hann", None, torch.device("cpu"), torch.float32
-        )
-    except (ImportError, TypeError, ValueError):
-        return None
+    """The kernel ``_resampler(orig, new)`` holds (its ``kernel`` buffer and ``width``: public
+    attributes of torchaudio's transform, no private function) if it has the layout described above;
+    None otherwise, and every waveform at this rate is then resampled whole (the same output, slower).
+    test_audio.py fails loudly if that happens, or if the kernel stops being the functional form's."""
+    resampler = _resampler(orig, new)
+    kernel, width = getattr(resampler, "kernel", None), getattr(resampler, "width", None)
     g = math.gcd(orig, new)
-    if kernel.shape != (new // g, 1, 2 * width + orig // g) or kernel.dtype != torch.float32:
+    if (
+        not isinstance(kernel, torch.Tensor)
+        or not isinstance(width, int)
+        or kernel.shape != (new // g, 1, 2 * width + orig // g)
+        or kernel.dtype != torch.float32
+    ):
+        log.warning(
+            "torchaudio %s's Resample(%d, %d) does not hold its kernel as expected: audio is resampled whole "
+            "(the same output, slower)",
+            torchaudio.__version__,
+            orig,
+            new,
+        )
         return None
-    return kernel, int(width)
+    return kernel, width
 
 
 def _resampled_length(n: int, orig: int, new: int) -> int:

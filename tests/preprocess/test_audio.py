@@ -174,6 +174,30 @@ def test_span_resampling_is_bit_identical_to_resampling_everything(sr, channels,
     np.testing.assert_array_equal(out, _reference_steps(wave, sr))  # max abs diff 0, not a tolerance
 
 
+@pytest.mark.parametrize("sr", [8000, 11025, 22050, 44100, 48000, 96000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_cached_resampler_is_torchaudio_functional_resample_bit_for_bit(sr, channels):
+    """The cached transform (torchaudio's public Resample) and its kernel give exactly what
+    torchaudio.functional.resample gives, the reference's resampler: a torchaudio release that
+    computes either differently, or stops exposing the kernel, fails here rather than drifting."""
+    import math
+
+    import preprocess.audio as audio_mod
+
+    rng = np.random.default_rng(sr + channels)
+    x = (0.3 * rng.standard_normal((channels, 3 * sr + 17))).astype(np.float32)
+    ref = torchaudio.functional.resample(torch.tensor(x), sr, 16000)
+    assert torch.equal(audio_mod.resample_waveform(x, sr), ref)
+    plan = audio_mod._sinc_kernel(sr, 16000)
+    assert plan is not None, "torchaudio's Resample does not expose its kernel: span-only resampling is off"
+    kernel, width = plan
+    o = sr // math.gcd(sr, 16000)
+    padded = torch.nn.functional.pad(torch.tensor(x), (width, width + o))
+    y = torch.nn.functional.conv1d(padded[:, None], kernel, stride=o).transpose(1, 2).reshape(channels, -1)
+    assert torch.equal(y[:, : ref.shape[1]], ref)
+    assert audio_mod._partial_resample_is_exact(sr, 16000, channels == 1)
+
+
 def test_long_audio_resamples_only_the_clips():
     import preprocess.audio as audio_mod
 
