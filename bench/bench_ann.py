@@ -1,4 +1,4 @@
-"""Benchmark: the ANN index (pipelines/curation/ann.py, faiss IVF) against exact numpy search, and
+"""Benchmark: the ANN index (pipelines/curation/ann*.py, faiss IVF) against exact numpy search, and
 near-duplicate grouping (pipelines/curation/neardup.py), on N unit vectors of dimension D.
 
 Usage: python bench/bench_ann.py [-n 1000000] [--dim 1024] [--data uniform|clustered]
@@ -96,7 +96,7 @@ def bench_index(
     nlist: int | None,
     target: float,
 ) -> dict:
-    from pipelines.curation.ann import IndexParams, add_vectors, make_index, recall_at, set_nprobe, train_index
+    from pipelines.curation.ann_index import IndexParams, add_vectors, make_index, recall_at, set_nprobe, train_index
 
     params = IndexParams(quantization=quantization, nlist=nlist or None, flat_below=0)
     with PeakRss() as mem:
@@ -106,7 +106,7 @@ def bench_index(
         t1 = time.perf_counter()
         add_vectors(index, x, 0)
         add_s = time.perf_counter() - t1
-    from pipelines.curation.ann import index_nlist
+    from pipelines.curation.ann_index import index_nlist
 
     lists = index_nlist(index)
     out = {
@@ -210,7 +210,9 @@ def bench_real(k: int) -> dict:
     from encoders.openclip import TINY_NAME, load_openclip_model
     from pipelines.build import build_dataset
     from pipelines.config import BuildConfig
-    from pipelines.curation.ann import AnnIndex, IndexParams, build_index, exact_topk, recall_at
+    from pipelines.curation.ann import AnnIndex
+    from pipelines.curation.ann_build import build_index
+    from pipelines.curation.ann_index import IndexParams, exact_topk, recall_at
     from pipelines.curation.dedup import dedup_dataset, store_vectors
     from pipelines.embed import EncoderSpec, embed_dataset
     from pipelines.sources import create_source
@@ -307,7 +309,7 @@ def main() -> None:
         queries = make_queries(args.queries, args.dim, centres, rng)
         assert x.dtype == queries.dtype == np.float32  # a float64 query would make numpy copy the store
         result["generate_s"] = round(time.perf_counter() - t, 1)
-        from pipelines.curation.ann import exact_topk
+        from pipelines.curation.ann_index import exact_topk
 
         t = time.perf_counter()
         truth, _ = exact_topk(queries, x, 10, block=64)

@@ -78,7 +78,7 @@ def cmd_dedup(args) -> int:
 
 
 def add_index(sub) -> None:
-    from pipelines.curation.ann import QUANTIZATIONS
+    from pipelines.curation.ann_index import QUANTIZATIONS
 
     p = sub.add_parser("index", help="build or extend the nearest-neighbour index of an embedding store (faiss)")
     p.add_argument("dataset", help="dataset directory or URL")
@@ -111,7 +111,9 @@ def cmd_index(args) -> int:
     bad = [m for m in modalities if m not in columns]
     if bad:
         raise ValueError(f"store {args.encoder} has no column(s) {bad} (has {columns})")
-    from pipelines.curation.ann import IndexParams, build_index, index_status
+    from pipelines.curation.ann_build import build_index
+    from pipelines.curation.ann_files import index_status
+    from pipelines.curation.ann_index import IndexParams
 
     if args.status:
         states = {m: index_status(args.dataset, args.encoder, m) for m in modalities}

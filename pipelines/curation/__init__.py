@@ -3,11 +3,14 @@ and export to WebDataset tar shards. Each step is a plain function; ``bindset de
 index`` and ``bindset export`` (flows/cli_curation.py) only parse arguments and call them.
 
 - ``dedup.dedup_dataset``: writes ``dedup/<name>.parquet`` (storage.dedup), deletes nothing;
-- ``ann.build_index`` / ``ann.search_index``: ``embeddings/<encoder-id>/index/<modality>.*`` (faiss);
+- ``ann_build.build_index`` / ``ann.search_index``: ``embeddings/<encoder-id>/index/<modality>.*`` (faiss);
 - ``export.export_webdataset``: tar shards + ``listing.parquet`` + ``export.json``.
 """
 
-from pipelines.curation.ann import IndexParams, build_index, index_status, search_index
+from pipelines.curation.ann import search_index
+from pipelines.curation.ann_build import build_index
+from pipelines.curation.ann_files import index_status
+from pipelines.curation.ann_index import IndexParams
 from pipelines.curation.dedup import dedup_dataset
 from pipelines.curation.export import export_webdataset
 

@@ -229,7 +229,7 @@ def store_vectors(
     root: str | Path | Location, encoder_id: str, modalities: Sequence[str] | None, sample_ids: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Normalized vectors per modality aligned with ``sample_ids`` (NaN rows where a sample has none)."""
-    from pipelines.curation.ann import normalize
+    from pipelines.curation.ann_index import normalize
     from storage.embeddings import scan_embeddings
 
     lf = scan_embeddings(root, encoder_id)

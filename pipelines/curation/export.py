@@ -135,20 +135,11 @@ def export_webdataset(
     root = as_location(root)
     out = as_location(out)
     old_tars = _prepare_out(out, overwrite)
-    dataset = ShardDataset(
-        root,
-        modalities=modalities,
-        split=split,
-        shuffle=False,
-        train=False,
-        embeddings=embeddings,
-        rank=0,
-        world_size=1,
-        granularity="shard",
-        dedup=dedup,
-    )
-    every = (
-        ShardDataset(
+
+    def samples_of(dedup_table: str | None) -> ShardDataset:
+        # In shard order, unaugmented, one reader: what the export writes (and, without the dedup
+        # table, what it would have written, to count the duplicates left out).
+        return ShardDataset(
             root,
             modalities=modalities,
             split=split,
@@ -158,10 +149,11 @@ def export_webdataset(
             rank=0,
             world_size=1,
             granularity="shard",
+            dedup=dedup_table,
         )
-        if dedup
-        else None
-    )
+
+    dataset = samples_of(dedup)
+    every = samples_of(None) if dedup else None
     index = scan_index(root).unique("sample_id", keep="last").collect()
     rows = {r["sample_id"]: r for r in index.iter_rows(named=True)}
     n = dataset.num_samples

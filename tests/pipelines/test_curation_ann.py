@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 
 from pipelines.binding.search import search, search_store
-from pipelines.curation.ann import (
-    AnnIndex,
-    IndexParams,
-    IndexStaleWarning,
-    build_index,
-    exact_topk,
-    index_dir,
-    index_status,
-    normalize,
-    recall_at,
-)
+from pipelines.curation.ann import AnnIndex, IndexStaleWarning
+from pipelines.curation.ann_build import build_index
+from pipelines.curation.ann_files import index_dir, index_status
+from pipelines.curation.ann_index import IndexParams, exact_topk, normalize, recall_at
 from storage.embeddings import commit_embeddings
 
 STORE = "toy-encoder"
