@@ -25,7 +25,9 @@ import polars as pl
 import torch
 
 import storage
-from pipelines.binding.train import BindingModel, TrainConfig, param_groups, symmetric_infonce, train_binding
+from encoders.binding import BindingModel
+from pipelines.binding.objective import param_groups, symmetric_infonce
+from pipelines.binding.train import TrainConfig, train_binding
 from pipelines.build import build_dataset
 from pipelines.config import BuildConfig
 from pipelines.sources import create_source

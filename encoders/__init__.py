@@ -3,6 +3,7 @@
     from encoders import create_encoder
     enc = create_encoder("openclip:ViT-H-14", checkpoint="/models/vit-h-14.safetensors")
     enc = create_encoder("imagebind:huge", checkpoint="/models/imagebind_huge.pth", modality="audio")
+    enc = create_encoder("binding:tiny", checkpoint="runs/audio/checkpoints/epoch-0010.safetensors")
     emb = enc.encode(batch)            # np.float32 [N, enc.dim]; enc.encoder_id names the store
 
 Model code is imported lazily (open_clip alone takes seconds to import).

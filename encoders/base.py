@@ -234,6 +234,7 @@ def make_encoder_id(family: str, model: str, modality: str | None, fingerprint: 
 _FAMILIES: dict[str, str] = {
     "openclip": "encoders.openclip:create",
     "imagebind": "encoders.imagebind:create",
+    "binding": "encoders.binding:create",
 }
 
 
@@ -265,11 +266,14 @@ def create_encoder(
     precision: str | torch.dtype | None = None,
     **kw: Any,
 ) -> Encoder:
-    """Build an encoder by name: 'openclip:<open_clip config>' or 'imagebind:<size>'.
+    """Build an encoder by name: 'openclip:<open_clip config>', 'imagebind:<size>', or 'binding:<size>'
+    (a tower trained by `bindset train`; `checkpoint` is then required: one of its run's
+    `checkpoints/epoch-NNNN.safetensors`).
 
     `checkpoint`: a local weights file, or None for random init (tests). `modality`: for OpenCLIP
     'image' (default; also 'video') or 'text'; for ImageBind 'vision' (default; also 'image', 'video'),
-    'text', 'audio', 'depth', 'thermal', 'imu'. Extra keyword arguments go to the family's encoder
+    'text', 'audio', 'depth', 'thermal', 'imu'; for a binding the one it was trained for (None: that
+    one). Extra keyword arguments go to the family's encoder
     (e.g. `batch_size`, `preprocess_version`).
     """
     family, sep, model = str(name).partition(":")
@@ -277,8 +281,9 @@ def create_encoder(
     if not sep or family not in _FAMILIES or not model:
         raise ValueError(
             f"unknown encoder {name!r}; valid names are 'openclip:<model>' with <model> from "
-            f"open_clip.list_models() (e.g. {_summary(_family_models('openclip'), 6)}) and "
-            f"'imagebind:<size>' with <size> in {_family_models('imagebind')}"
+            f"open_clip.list_models() (e.g. {_summary(_family_models('openclip'), 6)}), "
+            f"'imagebind:<size>' with <size> in {_family_models('imagebind')}, and 'binding:<size>' "
+            f"(a trained binding of that size, with its checkpoint)"
         )
     valid = _family_models(family)
     if model not in valid:

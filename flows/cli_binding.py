@@ -83,7 +83,8 @@ def add_train(sub) -> None:
 def cmd_train(args) -> int:
     dataset, out = root_arg(args.dataset), local_only(args.out, "train --out")
     check_read(dataset, "dataset")
-    from pipelines.binding.train import TrainConfig, load_binding_encoder, train_binding
+    from pipelines.binding.models import load_binding_encoder
+    from pipelines.binding.train import TrainConfig, train_binding
 
     config = TrainConfig(
         model=args.model,
@@ -151,20 +152,6 @@ def read_classes(text: str) -> dict[str, str]:
     return {name: name for name in names}
 
 
-def openclip_config_beside(name: str, checkpoint: str | None) -> None:
-    """Register `<checkpoint dir>/<model>.json` with open_clip when such a config file lies beside the
-    checkpoint: a model trained here (the bind demo's tiny CLIP) can then be named in a new process."""
-    if not name.startswith("openclip:") or checkpoint is None:
-        return
-    model = name.split(":", 1)[1]
-    config = Path(checkpoint).parent / f"{model}.json"
-    if config.is_file():
-        from encoders.openclip import available_models, register_model_config
-
-        if model not in available_models():
-            register_model_config(model, config)
-
-
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot classification and cross-modal retrieval Recall@k from embedding stores")
     p.add_argument("dataset", help="dataset directory or URL")
@@ -206,13 +193,12 @@ def cmd_eval(args) -> int:
     if args.zero_shot:
         if not args.text_encoder or not args.classes:
             raise ValueError("--zero-shot needs --text-encoder and --classes")
-        from encoders import create_encoder
         from flows.runtime import require_weights
+        from pipelines.binding.models import load_encoder
 
         require_weights(args.text_encoder, args.text_checkpoint, args.random_weights, "--text-checkpoint")
         require_store(args.dataset, _store_column(args.zero_shot)[0])
-        openclip_config_beside(args.text_encoder, args.text_checkpoint)
-        text_encoder = create_encoder(args.text_encoder, checkpoint=args.text_checkpoint, modality="text")
+        text_encoder = load_encoder(args.text_encoder, "text", args.text_checkpoint)
         mapping = read_classes(args.classes)
         labels = sample_labels(args.dataset, sample_ids, label_map=mapping)
         if not labels:
@@ -287,7 +273,7 @@ def add_search(sub) -> None:
         "--encoder",
         nargs="+",
         required=True,
-        help="encoder of each query: a factory name (openclip:..., imagebind:...) or a binding run dir",
+        help="encoder of each query: a factory name (openclip:..., imagebind:..., binding:...) or a binding run dir",
     )
     p.add_argument(
         "--checkpoint", nargs="+", help="local weights per encoder (one for all, or one per query; '-' for none)"
@@ -302,7 +288,8 @@ def add_search(sub) -> None:
 def cmd_search(args) -> int:
     args.dataset = root_arg(args.dataset)
     check_read(args.dataset, "dataset")
-    from pipelines.binding.search import Query, load_encoder, search_store
+    from pipelines.binding.models import load_encoder
+    from pipelines.binding.search import Query, search_store
 
     n = len(args.query)
     modalities = _broadcast(args.modality, n, "--modality")
@@ -322,7 +309,6 @@ def cmd_search(args) -> int:
 
             require_weights(name, checkpoint, args.random_weights)
         if key not in loaded:
-            openclip_config_beside(name, checkpoint)
             loaded[key] = load_encoder(name, modality, checkpoint)
         queries.append(Query(source, modality, loaded[key], weight))
     column = args.column or _default_column(args.dataset, args.store)
@@ -343,4 +329,4 @@ def cmd_search(args) -> int:
     return 0
 
 
-__all__ = ["add_eval", "add_report", "add_search", "add_train", "openclip_config_beside", "read_classes"]
+__all__ = ["add_eval", "add_report", "add_search", "add_train", "read_classes"]

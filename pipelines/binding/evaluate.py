@@ -199,7 +199,7 @@ def read_vectors(
     dataset: str | Path, store_id: str, column: str, sample_ids: Sequence[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
     """`(sample_ids, [N,D] float32)` of a store column (non-null rows, sorted by sample_id)."""
-    from pipelines.binding.train import read_store_vectors
+    from pipelines.binding.pairs import read_store_vectors
 
     return read_store_vectors(dataset, store_id, column, sample_ids)
 
@@ -299,7 +299,7 @@ def embed_modality(
     """
     from tqdm.auto import tqdm
 
-    from pipelines.binding.train import ModalityInputs
+    from pipelines.binding.pairs import ModalityInputs
     from storage import format as fmt
     from storage.embeddings import commit_embeddings, embedded_shard_ids, write_encoder_info
     from storage.location import as_location, polars_storage_options

@@ -13,7 +13,8 @@ stale one (the store changed since it was built) it warns (``IndexStaleWarning``
 exactly. ``use_index=False`` forces exact search.
 
 The dataset may be a local path or an object-store URL (the store and the index are Polars scans);
-so may a query file (fetched to a private temp copy for the decoders).
+so may a query file (fetched to a private temp copy for the decoders). The encoders of the query
+terms come from `pipelines.binding.models.load_encoder`.
 """
 
 from __future__ import annotations
@@ -165,29 +166,12 @@ def _index_fields(dataset: "str | Path | Location", sample_ids: list[str]) -> di
     }
 
 
-def load_encoder(name_or_path: str | Path, modality: str, checkpoint: str | Path | None = None, **kw: Any):
-    """An encoder for queries: a trained binding (a run directory or its .safetensors) or any
-    factory name (`openclip:<model>`, `imagebind:<size>`) with an optional local checkpoint."""
-    path = Path(str(name_or_path))
-    if path.exists():
-        from pipelines.binding.train import load_binding_encoder
-
-        enc = load_binding_encoder(path, **kw)
-        if enc.modality != modality:
-            raise ValueError(f"{path} embeds {enc.modality}, not {modality}")
-        return enc
-    from encoders import create_encoder
-
-    return create_encoder(str(name_or_path), checkpoint=checkpoint, modality=modality, **kw)
-
-
 __all__ = [
     "QUERY_MODALITIES",
     "Hit",
     "Query",
     "combine",
     "embed_query",
-    "load_encoder",
     "query_vector",
     "search",
     "search_store",

@@ -136,7 +136,7 @@ def test_loader_yields_each_group_once(planted):
 
 
 def test_keep_rule_by_index_column_and_training_pairs(planted):
-    from pipelines.binding.train import load_pairs
+    from pipelines.binding.pairs import load_pairs
 
     p, ds, uri = planted
     dedup_dataset(ds, name="bright", encoder_id=STORE, threshold=0.95, exact=False, keep="max:q_image_mean")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import storage
+from pipelines.binding.checkpoints import read_losses
 from pipelines.binding.evaluate import (
     embed_modality,
     evaluate_retrieval,
@@ -17,16 +18,10 @@ from pipelines.binding.evaluate import (
     zero_shot_classify,
     zero_shot_from_vectors,
 )
+from pipelines.binding.models import load_binding_encoder
+from pipelines.binding.objective import cosine_lr, symmetric_infonce
 from pipelines.binding.search import Query, combine, embed_query, search, search_store
-from pipelines.binding.train import (
-    ResumeMismatch,
-    TrainConfig,
-    cosine_lr,
-    load_binding_encoder,
-    read_losses,
-    symmetric_infonce,
-    train_binding,
-)
+from pipelines.binding.train import ResumeMismatch, TrainConfig, train_binding
 from pipelines.build import build_dataset
 from pipelines.config import BuildConfig
 from pipelines.sources import create_source
@@ -295,9 +290,10 @@ def test_embed_a_store_evaluate_it_and_search_it_with_a_query_file(audio_dataset
 def test_tower_can_start_from_a_full_imagebind_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
+    from encoders.binding import BindingModel
     from encoders.imagebind import build_model
     from encoders.imagebind_config import get_config
-    from pipelines.binding.train import BindingModel, _load_init
+    from pipelines.binding.train import _load_init
 
     full = build_model("tiny", seed=7)
     path = tmp_path / "imagebind_tiny.safetensors"
