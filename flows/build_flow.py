@@ -44,8 +44,8 @@ from storage.shard import ShardSummary
 def _expected_failures() -> tuple[type[BaseException], ...]:
     from pipelines.build import ConfigMismatch
     from pipelines.manifest import NoSamplesFound
-    from storage.location import LocationError, StoreError
     from storage.locks import DatasetLocked
+    from storage.object_store import LocationError, StoreError
     from storage.shard import ShardWriteError
 
     return (

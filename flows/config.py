@@ -236,7 +236,9 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    from storage.location import LocationError, ObjectPath, as_location, is_url
+    from storage.location import as_location, is_url
+    from storage.object_path import ObjectPath
+    from storage.object_store import LocationError
 
     location = as_location(str(path))
     text = read_text(path)

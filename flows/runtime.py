@@ -47,7 +47,7 @@ _CLI_STORAGE_OPTIONS: dict[str, str] = {}
 
 
 def set_cli_storage_options(options: dict[str, str]) -> None:
-    from storage.location import set_storage_options
+    from storage.object_store import set_storage_options
 
     _CLI_STORAGE_OPTIONS.clear()
     _CLI_STORAGE_OPTIONS.update(options)
@@ -56,7 +56,7 @@ def set_cli_storage_options(options: dict[str, str]) -> None:
 
 def apply_storage_options(config_options: dict[str, str] | None) -> None:
     """A run config's [storage] options, under the command line's."""
-    from storage.location import set_storage_options
+    from storage.object_store import set_storage_options
 
     set_storage_options({**(config_options or {}), **_CLI_STORAGE_OPTIONS})
 
@@ -67,7 +67,8 @@ def apply_storage_options(config_options: dict[str, str] | None) -> None:
 def root_arg(value: str | os.PathLike, resolve: bool = False) -> Path | str:
     """A path argument as the pipeline takes it: a local ``Path`` (absolute with ``resolve``) or the
     normalized URL string. Malformed URLs raise ``LocationError`` here, before any work."""
-    from storage.location import ObjectPath, as_location
+    from storage.location import as_location
+    from storage.object_path import ObjectPath
 
     location = as_location(os.fspath(value))
     if isinstance(location, ObjectPath):
@@ -78,11 +79,12 @@ def root_arg(value: str | os.PathLike, resolve: bool = False) -> Path | str:
 
 def local_only(value: str | os.PathLike, what: str) -> Path:
     """Arguments that are local files by nature (synthetic output, a run directory, a single input)."""
-    from storage.location import ObjectPath, as_location
+    from storage.location import as_location
+    from storage.object_path import ObjectPath
 
     location = as_location(os.fspath(value))
     if isinstance(location, ObjectPath):
-        from storage.location import LocationError
+        from storage.object_store import LocationError
 
         raise LocationError(f"{what} {location.url}: must be a local path")
     return Path(location).expanduser()
@@ -91,7 +93,8 @@ def local_only(value: str | os.PathLike, what: str) -> Path:
 def check_read(value: Path | str, what: str) -> None:
     """A root to read: a URL's bucket must exist and be readable with these credentials; a local
     path must exist."""
-    from storage.location import ObjectPath, as_location, check_reachable
+    from storage.location import as_location, check_reachable
+    from storage.object_path import ObjectPath
 
     location = as_location(value)
     if isinstance(location, ObjectPath):
@@ -110,7 +113,8 @@ def _read_only(path: Path) -> bool:
 def check_write(value: Path | str, what: str) -> None:
     """A root to write: a URL is probed with a write and a delete; a local directory is created
     (the command would create it next anyway) and must be writable."""
-    from storage.location import ObjectPath, as_location, check_reachable
+    from storage.location import as_location, check_reachable
+    from storage.object_path import ObjectPath
 
     location = as_location(value)
     if isinstance(location, ObjectPath):

@@ -33,7 +33,8 @@ import storage
 from preprocess.registry import ModalitySpec, Preview, modalities
 from preprocess.registry import quality_columns as quality_labels
 from storage.catalog import load_catalog
-from storage.location import Location, ObjectPath, as_location, publish_file
+from storage.location import Location, as_location, publish_file
+from storage.object_path import ObjectPath
 from storage.schema import quality_columns
 from storage.shard import ShardReader
 

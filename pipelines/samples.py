@@ -48,7 +48,7 @@ def is_transient(error: BaseException | str) -> bool:
     """Whether a reject's cause may pass on a retry (``bindset build --retry-rejects``): I/O errors,
     timeouts, connection and object-store errors. Missing files, paths outside the root, permission
     problems and everything a decoder or a check raises are permanent."""
-    from storage.location import StoreError
+    from storage.object_store import StoreError
 
     if not isinstance(error, BaseException):
         return False

@@ -20,13 +20,13 @@ from storage.atomic import sha256_file
 from storage.catalog import load_catalog
 from storage.location import (
     Location,
-    ObjectPath,
     as_location,
     list_files,
     local_file,
     polars_storage_options,
     sha256_of,
 )
+from storage.object_path import ObjectPath
 from storage.shard import CorruptSampleError, ShardReader
 
 

@@ -38,26 +38,17 @@ Guarantees, for any number of processes (DataLoader workers, DDP ranks) sharing 
 - *LRU by mtime*: pinning touches the file, eviction takes the oldest unpinned file first, and the
   shards a reader announced it will need soon (its prefetch window) only after all others.
 
-Prefetch: ``prefetch(shards)`` fetches the next shards of a reader's plan on one background thread,
-best effort (it waits for no room and evicts none of the announced shards; a failure is left for the
-foreground fetch to report).
-
-Fork: obstore's tokio runtime does not survive ``fork()`` (a forked DataLoader worker that touches it
-crashes or hangs), so a process forked after this module was imported downloads through a helper
-process it starts with ``exec`` (a fresh interpreter running only this file's ``_serve`` and
-``location.py``: no torch, no polars), fed one JSON line per shard. Spawned workers and the main
-process download in-process.
+Fetching (the download, the helper process forked readers use, prefetch) is ``storage.cache_fetch``;
+the directory (where, how big, its locks, listing and eviction) is ``storage.cache_files``. This module
+stays over 400 lines on purpose: ``ShardCache`` is one lock protocol (reserve, fetch, verify, pin,
+evict) whose guarantees are the list above, and cutting the class apart would scatter them.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -66,12 +57,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storage.cache_fetch import HelperFetcher, Prefetcher, download
+from storage.cache_files import (
+    CacheLock,
+    default_cache_dir,
+    default_limit_bytes,
+    evict,
+    list_entries,
+    live_part,
+    same_file,
+)
+
 log = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "BINDSET_CACHE_DIR"
-CACHE_LIMIT_ENV = "BINDSET_CACHE_LIMIT_BYTES"
-DEFAULT_LIMIT_BYTES = 16 << 30
-STREAM_CHUNK_BYTES = 8 << 20
 _POLL_SECONDS = 0.02
 
 _FORKED = False  # set in children forked after import: obstore must not be used in-process there
@@ -107,19 +105,6 @@ class RemoteShard:
     @property
     def label(self) -> str:
         return f"shard {self.shard_id:05d} of {self.dataset}"
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env)
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(tempfile.gettempdir()) / f"bindset-cache-{uid}"
-
-
-def default_limit_bytes() -> int:
-    env = os.environ.get(CACHE_LIMIT_ENV)
-    return int(env) if env else DEFAULT_LIMIT_BYTES
 
 
 class CachedShard:
@@ -164,8 +149,8 @@ class ShardCache:
         self._pinned_bytes = 0
         self._soon: set[str] = set()  # sha256 of shards this process announced it will read next
         self._pid = os.getpid()
-        self._prefetcher: _Prefetcher | None = None
-        self._fetcher: _HelperFetcher | None = None
+        self._prefetcher: Prefetcher | None = None
+        self._fetcher: HelperFetcher | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Travels to spawned workers as configuration only; threads, locks and pins stay behind.
@@ -201,12 +186,14 @@ class ShardCache:
         with self._state_lock:
             self._soon = {s.sha256 for s in shards}
         if self._prefetcher is None:
-            self._prefetcher = _Prefetcher(self)
+            self._prefetcher = Prefetcher(
+                lambda shard: self._fetch(shard, best_effort=True), lambda shard: self.path_of(shard).exists()
+            )
         self._prefetcher.want([s for s in shards if s.size <= self.limit_bytes])
 
     def usage_bytes(self) -> int:
         """Bytes the directory holds now (cached shards and fetches in progress)."""
-        return sum(size for _, size, _ in _entries(self.directory))
+        return sum(size for _, size, _ in list_entries(self.directory))
 
     def close(self) -> None:
         if self._prefetcher is not None and self._pid == os.getpid():
@@ -226,7 +213,7 @@ class ShardCache:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # blocks only while an evictor holds it for an unlink
             st = os.fstat(fd)
-            if not _same_file(st, path):
+            if not same_file(st, path):
                 os.close(fd)  # evicted between our open and our lock
                 return None
             if st.st_size != shard.size:
@@ -278,10 +265,10 @@ class ShardCache:
         (None) when there is no room or someone else is fetching it."""
         no_room_since: float | None = None  # waiting for another fetcher of this shard is not "no room"
         while True:
-            with _Locked(self.directory / ".lock"):
+            with CacheLock(self.directory / ".lock"):
                 if self.path_of(shard).exists():
                     return None
-                fetching = _live_part(self.directory, shard.sha256)
+                fetching = live_part(self.directory, shard.sha256)
                 reserved = None if fetching else self._reserve(shard, best_effort)
             if reserved is not None:
                 return self._download_into(shard, *reserved, keep_pin=not best_effort)
@@ -328,7 +315,7 @@ class ShardCache:
         return part, fd
 
     def _make_room(self, need: int, avoid_soon: bool) -> bool:
-        entries = _entries(self.directory, clean_stale=True)
+        entries = list_entries(self.directory, clean_stale=True)
         usage = sum(size for _, size, _ in entries)
         if usage + need <= self.limit_bytes:
             return True
@@ -340,7 +327,7 @@ class ShardCache:
         for path, size, _ in shards:
             if avoid_soon and path.stem in soon:
                 break
-            if _evict(path):
+            if evict(path):
                 self._count("evictions")
                 usage -= size
                 if usage + need <= self.limit_bytes:
@@ -354,7 +341,7 @@ class ShardCache:
             if _FORKED:
                 sha, size, requests = self._helper().fetch(shard, part)
             else:
-                sha, size, requests = _download(shard.url, shard.options, fd, shard.size)
+                sha, size, requests = download(shard.url, shard.options, fd, shard.size)
             self._count("requests", requests)
             self._count("fetches")
             self._count("fetched_bytes", min(size, shard.size))
@@ -363,7 +350,7 @@ class ShardCache:
                     f"{shard.label} ({shard.url}) is corrupt: sha256 {sha} ({size} bytes), the catalog says "
                     f"{shard.sha256} ({shard.size} bytes); the fetched copy was discarded"
                 )
-            with _Locked(self.directory / ".lock"):
+            with CacheLock(self.directory / ".lock"):
                 os.rename(part, self.path_of(shard))  # verified: now visible under its final name
                 if keep_pin:
                     # flock converts by unlock + relock; under the cache lock no evictor can slip between.
@@ -378,10 +365,10 @@ class ShardCache:
         self._pinned_add(shard)
         return CachedShard(self, shard, self.path_of(shard), fd)
 
-    def _helper(self) -> "_HelperFetcher":
+    def _helper(self) -> "HelperFetcher":
         with self._state_lock:  # the prefetch thread and the reader may both need it first
             if self._fetcher is None:
-                self._fetcher = _HelperFetcher()
+                self._fetcher = HelperFetcher()
             return self._fetcher
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -397,266 +384,6 @@ class ShardCache:
             self._pinned, self._pinned_bytes, self._soon = {}, 0, set()
             self._prefetcher = None
             self._fetcher = None
-
-
-# -- the directory ---------------------------------------------------------------------------------------
-
-
-class _Locked:
-    """The cache-wide exclusive flock, held around accounting, eviction and reservation."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> "_Locked":
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self.fd is not None
-        os.close(self.fd)
-        self.fd = None
-
-
-def _entries(directory: Path, clean_stale: bool = False) -> list[tuple[Path, int, float]]:
-    """(path, size, mtime) of every cached shard and fetch in progress. With ``clean_stale`` (only
-    under the cache-wide lock) ``.part`` files whose fetcher died are deleted and left out."""
-    out = []
-    for entry in os.scandir(directory):
-        name = entry.name
-        if not (name.endswith(".h5") or name.endswith(".part")):
-            continue
-        path = Path(entry.path)
-        if clean_stale and name.endswith(".part") and not _is_locked(path):
-            path.unlink(missing_ok=True)  # its fetcher died: its flock went with it
-            continue
-        try:
-            st = entry.stat()
-        except FileNotFoundError:
-            continue
-        out.append((path, st.st_size, st.st_mtime))
-    return out
-
-
-def _is_locked(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _live_part(directory: Path, sha256: str) -> bool:
-    return any(_is_locked(p) for p in directory.glob(f"{sha256}.*.part"))
-
-
-def _evict(path: Path) -> bool:
-    """Delete a cached shard unless some reader has it pinned (a shared flock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return False
-    try:
-        if _same_file(os.fstat(fd), path):
-            path.unlink()
-            return True
-        return False
-    finally:
-        os.close(fd)
-
-
-def _same_file(st: os.stat_result, path: Path) -> bool:
-    try:
-        now = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
-
-
-# -- downloading ------------------------------------------------------------------------------------------
-
-
-def _download(
-    url: str, options: dict[str, str], fd: int, expected_size: int | None, object_path_cls: Any = None
-) -> tuple[str, int, int]:
-    """Stream one object into ``fd`` (from offset 0) while hashing it: (sha256, size, requests).
-
-    One GET whatever the size. A size other than expected is reported without reading the body
-    (the response head carries it), and never more than ``expected_size`` bytes are written, so a
-    wrong object cannot push the cache over its limit. ``expected_size`` None: any size."""
-    import obstore
-
-    if object_path_cls is None:
-        from storage.location import ObjectPath as object_path_cls
-
-    location = object_path_cls(url, options)
-    try:
-        result = obstore.get(location.store, location.key)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url} does not exist") from None
-    size = int(result.meta["size"])
-    if expected_size is None:
-        expected_size = size
-    elif size != expected_size:
-        return "", size, 1
-    digest = hashlib.sha256()
-    written = 0
-    os.lseek(fd, 0, os.SEEK_SET)
-    for chunk in result.stream(min_chunk_size=STREAM_CHUNK_BYTES):
-        view = memoryview(chunk)
-        if written + len(view) > expected_size:
-            return "", written + len(view), 1
-        digest.update(view)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-            written += n
-    return digest.hexdigest(), written, 1
-
-
-# The helper a forked process downloads through: a fresh interpreter (its own tokio runtime) that
-# loads only this file and location.py, by path (importing the ``storage`` package would pull in
-# polars and h5py for nothing).
-_HELPER_CODE = (
-    "import importlib.util as u, sys\n"
-    "s = u.spec_from_file_location('_bindset_cache_helper', sys.argv[1])\n"
-    "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); m._serve(sys.argv[2])\n"
-)
-
-
-class _HelperFetcher:
-    """Client of one helper process; one fetch at a time (the prefetch thread and the reader share it)."""
-
-    def __init__(self) -> None:
-        location_py = str(Path(__file__).with_name("location.py"))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _HELPER_CODE, __file__, location_py],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-        self._lock = threading.Lock()
-
-    def fetch(self, shard: RemoteShard, part: Path) -> tuple[str, int, int]:
-        reply = self._request(
-            {"url": shard.url, "options": shard.options, "path": str(part), "size": shard.size}, shard.label
-        )
-        return reply["sha256"], int(reply["size"]), int(reply["requests"])
-
-    def fetch_any(self, url: str, options: dict[str, str], path: Path) -> None:
-        self._request({"url": url, "options": options, "path": str(path), "size": None}, url)
-
-    def _request(self, request: dict[str, Any], label: str) -> dict[str, Any]:
-        with self._lock:
-            assert self._proc.stdin is not None and self._proc.stdout is not None
-            try:
-                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-                self._proc.stdin.flush()
-                line = self._proc.stdout.readline()
-            except BrokenPipeError:
-                line = b""
-        if not line:
-            raise OSError(f"{label}: the download helper process exited (code {self._proc.poll()})")
-        reply = json.loads(line)
-        if reply.get("missing"):
-            raise FileNotFoundError(reply["error"])
-        if not reply["ok"]:
-            raise OSError(f"{label}: {reply['error']}")
-        return reply
-
-    def close(self) -> None:
-        try:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()  # EOF: the helper exits
-            self._proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - best effort at shutdown
-            self._proc.kill()
-
-
-def _serve(location_py: str) -> None:
-    """Helper main loop: one JSON request per line on stdin, one JSON reply per line on stdout."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_bindset_location_helper", location_py)
-    location = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = location  # dataclasses look their module up there
-    spec.loader.exec_module(location)
-    for line in sys.stdin.buffer:
-        request = json.loads(line)
-        try:
-            fd = os.open(request["path"], os.O_WRONLY)
-            try:
-                expected = None if request["size"] is None else int(request["size"])
-                sha, size, requests = _download(
-                    request["url"], request["options"], fd, expected, object_path_cls=location.ObjectPath
-                )
-            finally:
-                os.close(fd)
-            reply = {"ok": True, "sha256": sha, "size": size, "requests": requests}
-        except FileNotFoundError as exc:
-            reply = {"ok": False, "missing": True, "error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - reported to the reader, which raises it
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.buffer.write(json.dumps(reply).encode() + b"\n")
-        sys.stdout.buffer.flush()
-
-
-# -- prefetch ----------------------------------------------------------------------------------------------
-
-
-class _Prefetcher:
-    """One daemon thread fetching the most recently announced shards, in order, best effort."""
-
-    def __init__(self, cache: ShardCache):
-        self._cache = cache
-        self._cond = threading.Condition()
-        self._wanted: list[RemoteShard] = []
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="bindset-shard-prefetch", daemon=True)
-        self._thread.start()
-
-    def want(self, shards: list[RemoteShard]) -> None:
-        with self._cond:
-            self._wanted = list(shards)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._wanted = []
-            self._cond.notify()
-        self._thread.join(timeout=30)
-
-    def _next(self) -> RemoteShard | None:
-        with self._cond:
-            while not self._stopped and not self._wanted:
-                self._cond.wait()
-            return None if self._stopped else self._wanted.pop(0)
-
-    def _run(self) -> None:
-        while True:
-            shard = self._next()
-            if shard is None:
-                return
-            if self._cache.path_of(shard).exists():
-                continue
-            try:
-                self._cache._fetch(shard, best_effort=True)
-            except Exception as exc:  # noqa: BLE001 - the reader's own fetch reports it
-                log.debug("prefetch of %s failed: %s", shard.label, exc)
 
 
 _DEFAULT: ShardCache | None = None
@@ -682,7 +409,7 @@ def read_object(url: str, options: dict[str, str], fetcher_owner: ShardCache | N
     """The bytes of a small object (an embedding file), safe in forked DataLoader workers: read
     in-process where obstore may run, else through ``fetcher_owner``'s helper process."""
     if not _FORKED:
-        from storage.location import ObjectPath
+        from storage.object_path import ObjectPath
 
         return ObjectPath(url, options).read_bytes()
     owner = fetcher_owner if fetcher_owner is not None else default_cache()
@@ -727,13 +454,12 @@ def remote_shard(dataset: Any, shard_id: int, catalog: dict[str, Any] | None) ->
 
 
 __all__ = [
-    "CACHE_DIR_ENV",
-    "CACHE_LIMIT_ENV",
     "CacheFullError",
     "CachedShard",
     "RemoteShard",
     "ShardCache",
     "ShardIntegrityError",
-    "default_cache_dir",
+    "default_cache",
+    "read_object",
     "remote_shard",
 ]

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from storage import format as fmt
-from storage.location import Location, ObjectPath, as_location
+from storage.location import Location, as_location
+from storage.object_path import ObjectPath
 
 DEFAULT_LEASE_SECONDS = 60.0
 

@@ -52,7 +52,7 @@ def store_files(root: str | Path | Location, encoder_id: str) -> list[StoreFile]
     if is_remote(directory):
         import obstore
 
-        from storage.location import store_error
+        from storage.object_store import store_error
 
         try:
             for batch in obstore.list(directory.store, prefix=f"{directory.key}/", chunk_size=1000):

@@ -24,7 +24,8 @@ from pipelines.config import BuildConfig
 from pipelines.executors.base import Executor, WorkerFactory
 from pipelines.plan import ShardSpec
 from storage import format as fmt
-from storage.location import ObjectPath, as_location
+from storage.location import as_location
+from storage.object_path import ObjectPath
 from storage.shard import ShardSummary
 
 DEFAULT_OBJECT_STORE_BYTES = 256 * 1024**2  # summaries only: the object store can stay small

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 
 from storage.location import (
-    LocationError,
-    ObjectPath,
-    StoreError,
     as_location,
     check_reachable,
     list_files,
@@ -22,6 +19,8 @@ from storage.location import (
     remove_tree,
     sha256_of,
 )
+from storage.object_path import ObjectPath
+from storage.object_store import LocationError, StoreError
 
 
 def test_local_paths_and_file_urls_stay_paths(tmp_path):
