@@ -9,13 +9,22 @@
 Model code is imported lazily (open_clip alone takes seconds to import).
 """
 
-from encoders.base import Encoder, available_encoders, create_encoder, load_state_dict, resolve_checkpoint, sha256_file
+from encoders.base import (
+    Encoder,
+    available_encoders,
+    create_encoder,
+    load_state_dict,
+    register_encoder_family,
+    resolve_checkpoint,
+    sha256_file,
+)
 from encoders.device import autocast, select_device, select_precision
 
 __all__ = [
     "Encoder",
     "create_encoder",
     "available_encoders",
+    "register_encoder_family",
     "load_state_dict",
     "resolve_checkpoint",
     "sha256_file",

@@ -238,6 +238,22 @@ _FAMILIES: dict[str, str] = {
 }
 
 
+def register_encoder_family(family: str, factory: str) -> None:
+    """Make ``<family>:<model>`` a valid encoder name (``create_encoder``, ``bindset embed``).
+
+    ``factory`` is ``"module:function"``: the function takes ``(model, checkpoint=, modality=,
+    device=, precision=, **kw)`` and returns an ``Encoder``; the module also has
+    ``available_models()``. Imported on first use. For the CLI and Ray workers, register it in a
+    module named in ``BINDSET_PLUGINS``."""
+    family = str(family).strip().lower()
+    module, sep, function = str(factory).partition(":")
+    if not family.isidentifier() or not sep or not module or not function:
+        raise ValueError(f"register_encoder_family({family!r}, {factory!r}): need a name and 'module:function'")
+    if family in _FAMILIES and _FAMILIES[family] != factory:
+        raise ValueError(f"encoder family {family!r} is already registered as {_FAMILIES[family]!r}")
+    _FAMILIES[family] = factory
+
+
 def _family_models(family: str) -> list[str]:
     module_name = _FAMILIES[family].split(":")[0]
     module = importlib.import_module(module_name)
@@ -282,8 +298,9 @@ def create_encoder(
         raise ValueError(
             f"unknown encoder {name!r}; valid names are 'openclip:<model>' with <model> from "
             f"open_clip.list_models() (e.g. {_summary(_family_models('openclip'), 6)}), "
-            f"'imagebind:<size>' with <size> in {_family_models('imagebind')}, and 'binding:<size>' "
+            f"'imagebind:<size>' with <size> in {_family_models('imagebind')}, 'binding:<size>' "
             f"(a trained binding of that size, with its checkpoint)"
+            + "".join(f", '{f}:<model>'" for f in _FAMILIES if f not in ("openclip", "imagebind", "binding"))
         )
     valid = _family_models(family)
     if model not in valid:

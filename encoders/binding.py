@@ -7,7 +7,7 @@
 
 A binding is one ImageBind-architecture modality tower (`encoders/imagebind.py`) plus a bias-free
 linear projection when the tower's `embed_dim` differs from the target space's (`BindingModel`).
-`<size>` names the tower's ImageBind config ("tiny", "huge", or one registered); the checkpoint must
+`<size>` names the tower's ImageBind config ("tiny" or "huge", `encoders.imagebind_config.CONFIGS`); the checkpoint must
 hold a binding of that size, and the modality asked for must be the one it was trained for.
 
 Checkpoint: a `.safetensors` file whose metadata["bindset"] is the JSON that rebuilds the model

@@ -290,7 +290,11 @@ def cmd_validate(args) -> int:
 def _add_embed(sub) -> None:
     p = sub.add_parser("embed", help="embed committed shards that lack this encoder's store (a backfill)")
     p.add_argument("dataset", help="dataset directory or URL")
-    p.add_argument("--encoder", required=True, help='e.g. "openclip:ViT-H-14" or "imagebind:huge"')
+    p.add_argument(
+        "--encoder",
+        required=True,
+        help='e.g. "openclip:ViT-H-14", "imagebind:huge", "binding:tiny" (with --checkpoint)',
+    )
     p.add_argument("--checkpoint", help="weights file (.pt/.pth/.bin/.safetensors), a path or URL; no hub downloads")
     p.add_argument("--modalities", nargs="+", default=["image"], help="dataset modalities to embed (default image)")
     p.add_argument(

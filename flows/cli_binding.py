@@ -11,10 +11,6 @@ from pathlib import Path
 
 from flows.runtime import check_read, check_write, local_only, root_arg
 
-#: `bindset train --modality` choices; equal to pipelines.binding.train.BINDABLE (a test checks), written out
-#: so that building the parser does not import torch
-BINDABLE = ("audio", "depth", "thermal", "imu")
-
 #: where `--classes` / `--sample-ids` may be given inline instead of as a file
 _LIST_SEPARATOR = ","
 
@@ -48,9 +44,11 @@ def cmd_report(args) -> int:
 
 
 def add_train(sub) -> None:
+    from preprocess.registry import bindable_names  # the registry only: the parser needs no torch
+
     p = sub.add_parser("train", help="bind a modality to frozen image embeddings of a store (symmetric InfoNCE)")
     p.add_argument("dataset", help="dataset directory or URL")
-    p.add_argument("--modality", required=True, choices=BINDABLE)
+    p.add_argument("--modality", required=True, choices=bindable_names())
     p.add_argument("--target", required=True, metavar="ENCODER_ID", help="embedding store of the frozen image vectors")
     p.add_argument("--target-column", default="image", help="store column holding the target vectors (default image)")
     p.add_argument("--out", required=True, help="local run directory (checkpoints, losses; resumed if it exists)")
@@ -255,7 +253,7 @@ def _default_column(dataset: Path | str, store: str) -> str:
 
 
 def add_search(sub) -> None:
-    from pipelines.binding.search import QUERY_MODALITIES
+    from preprocess.registry import modality_names
 
     p = sub.add_parser("search", help="nearest samples of an embedding store for a query file (or several, summed)")
     p.add_argument("query", nargs="+", help="query file(s); for --modality text, the text itself")
@@ -263,7 +261,7 @@ def add_search(sub) -> None:
         "--modality",
         nargs="+",
         required=True,
-        choices=QUERY_MODALITIES,
+        choices=modality_names(),
         help="modality of each query (one for all, or one per query)",
     )
     p.add_argument("--dataset", required=True, help="dataset directory or URL")

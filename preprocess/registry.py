@@ -98,7 +98,9 @@ class ModalitySpec:
     quality: Mapping[str, str] = field(default_factory=dict)  # index column "q_*" -> its label in report
     preview: Callable[[Mapping[str, np.ndarray]], Preview] | None = None
     missing_reason: str = ""  # "no thermal image": a partner reject's reason
-    temperature: float = 0.1  # binding-loss temperature a trainer starts from for this modality
+    # The InfoNCE temperature a binding trainer (pipelines.binding) starts from; None: the trainer
+    # does not bind this modality (it needs an ImageBind-architecture trunk for it).
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.name != self.name.lower():
@@ -198,6 +200,11 @@ def modality_names(kind: Kind | None = None) -> tuple[str, ...]:
     return tuple(s.name for s in modalities(kind))
 
 
+def bindable_names() -> tuple[str, ...]:
+    """The modalities a binding trainer binds to the frozen image space (those with a temperature)."""
+    return tuple(s.name for s in modalities() if s.temperature is not None)
+
+
 def uri_columns() -> dict[str, str]:
     """modality -> its manifest/index path column, for every file-backed modality."""
     return {s.name: s.uri_column for s in modalities() if s.uri_column}
@@ -243,6 +250,7 @@ __all__ = [
     "SpatialFrame",
     "StoredArray",
     "config_for",
+    "bindable_names",
     "get_modality",
     "modalities",
     "modality_names",

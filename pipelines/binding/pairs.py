@@ -17,14 +17,6 @@ import polars as pl
 import torch
 
 #: the stored HDF5 datasets the reader needs to make one modality model-ready
-_STORED_KEYS: dict[str, tuple[str, ...]] = {
-    "audio": ("audio/log_mel",),
-    "depth": ("depth/disparity", "depth/valid"),
-    "thermal": ("thermal/intensity",),
-    "imu": ("imu/values", "imu/valid"),
-    "image": ("image/pixels",),
-    "video": ("video/pixels",),
-}
 
 
 @dataclass
@@ -132,15 +124,15 @@ class ModalityInputs(torch.utils.data.Dataset):
         cache: bool | None = None,
         cache_limit_mb: int = 2048,
     ) -> None:
+        from preprocess.registry import get_modality
         from storage.reader import DatasetReader
 
-        if modality not in _STORED_KEYS:
-            raise ValueError(f"no stored layout known for modality {modality!r}")
+        spec = get_modality(modality)  # names the registered modalities when it is not one
         from storage.location import as_location
 
         self.root = as_location(dataset)
         self.modality = modality
-        self.keys = _STORED_KEYS[modality]
+        self.keys = spec.stored_keys()
         self.shards = [int(s) for s in shards]
         self.rows = [int(r) for r in rows]
         self._reader = DatasetReader(self.root)  # config + model_ready only

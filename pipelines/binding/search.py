@@ -26,10 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipelines.binding.evaluate import l2_normalize
+from preprocess.registry import modality_names
 from storage.location import Location
 
 #: file modalities a query can be read as (text is passed as a string)
-QUERY_MODALITIES = ("image", "video", "audio", "depth", "thermal", "imu", "text")
 
 
 def search(query_vectors: np.ndarray, store_vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +81,8 @@ def embed_query(source: str | Path, modality: str, encoder, **options: Any) -> n
     """One query's normalized embedding `[D]`: the file is read and preprocessed exactly as the build
     does (`pipelines.single.model_input_for_file`; options such as `sensor`, `fx`, `anchor_s` go
     there), then embedded. Text is embedded from the string itself."""
-    if modality not in QUERY_MODALITIES:
-        raise ValueError(f"unknown query modality {modality!r}; choose one of {QUERY_MODALITIES}")
+    if modality not in modality_names():
+        raise ValueError(f"unknown query modality {modality!r}; choose one of {modality_names()}")
     if modality == "text":
         return l2_normalize(encoder.encode([str(source)]))[0]
     from pipelines.single import model_input_for_file
@@ -167,7 +167,6 @@ def _index_fields(dataset: "str | Path | Location", sample_ids: list[str]) -> di
 
 
 __all__ = [
-    "QUERY_MODALITIES",
     "Hit",
     "Query",
     "combine",

@@ -65,7 +65,13 @@ from pipelines.binding.checkpoints import (
     write_losses,
     write_state,
 )
-from pipelines.binding.config import ResumeMismatch, TrainConfig, TrainResult
+from pipelines.binding.config import (
+    ResumeMismatch,
+    TrainConfig,
+    TrainResult,
+    bindable_modalities,
+    default_temperature,
+)
 from pipelines.binding.objective import (
     cosine_lr,
     deterministic_mode,
@@ -79,8 +85,6 @@ from pipelines.binding.pairs import ModalityInputs, load_pairs
 log = logging.getLogger("bindset.train")
 
 #: modalities a binding can be trained for -> ImageBind's temperature for them (1 / logit scale)
-DEFAULT_TEMPERATURE: dict[str, float] = {"audio": 0.05, "depth": 0.2, "thermal": 0.1, "imu": 0.2}
-BINDABLE = tuple(DEFAULT_TEMPERATURE)
 
 
 def _load_init(model: BindingModel, path: str) -> None:
@@ -117,8 +121,9 @@ def train_binding(
     after that many more epochs (a time-boxed job; rerun to continue) without changing the schedule.
     """
     started = time.perf_counter()
-    if modality not in BINDABLE:
-        raise ValueError(f"cannot bind modality {modality!r}; choose one of {BINDABLE}")
+    bindable = bindable_modalities()
+    if modality not in bindable:
+        raise ValueError(f"cannot bind modality {modality!r}; choose one of {bindable}")
     dataset = Path(dataset)
     out = Path(out_dir)
     pairs = load_pairs(dataset, modality, target_encoder_id, config.target_column, config.split, sample_ids, dedup)
@@ -133,7 +138,7 @@ def train_binding(
             target_encoder_id,
             pairs.missing[:3],
         )
-    temperature = float(config.temperature or DEFAULT_TEMPERATURE[modality])
+    temperature = float(config.temperature or default_temperature(modality))
     ib_config = config.imagebind_config()
     target_dim = int(pairs.targets.shape[1])
     device, precision = _resolve_runtime(config.device, config.precision)
@@ -335,8 +340,6 @@ def train_binding(
 
 
 __all__ = [
-    "BINDABLE",
-    "DEFAULT_TEMPERATURE",
     "ResumeMismatch",
     "TrainConfig",
     "TrainResult",

@@ -140,3 +140,45 @@ def test_cpu_bf16_autocast_is_available_on_request():
     assert np.abs(low - full).max() < 0.5  # same weights (same seed), lower precision
     with autocast(torch.device("cpu"), "fp32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_registered_encoder_family_is_created_by_name(tmp_path, monkeypatch):
+    """A user's family, in a module of their own, becomes a valid encoder name."""
+    import sys
+
+    import numpy as np
+    import torch
+
+    from encoders import Encoder, create_encoder, register_encoder_family
+
+    (tmp_path / "my_encoders.py").write_text(
+        "import torch\n"
+        "from encoders import Encoder\n"
+        "class Mean(Encoder):\n"
+        "    dim = 3\n"
+        "    batch_size = 4\n"
+        "    encoder_id = model_id = 'my-mean'\n"
+        "    modality, device, precision = 'image', torch.device('cpu'), 'fp32'\n"
+        "    def _forward(self, batch):\n"
+        "        return batch.flatten(2).mean(-1)\n"
+        "def available_models():\n"
+        "    return ['mean']\n"
+        "def create(model, checkpoint=None, modality=None, device=None, precision=None, **kw):\n"
+        "    return Mean()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_encoder_family("mine", "my_encoders:create")
+    try:
+        encoder = create_encoder("mine:mean")
+        assert isinstance(encoder, Encoder)
+        batch = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        np.testing.assert_allclose(encoder.encode(batch), torch.tensor(batch).mean(-1).numpy(), rtol=1e-6)
+        with pytest.raises(ValueError, match="unknown mine model 'other'"):
+            create_encoder("mine:other")
+        with pytest.raises(ValueError, match="already registered"):
+            register_encoder_family("mine", "elsewhere:create")
+    finally:
+        from encoders import base
+
+        base._FAMILIES.pop("mine", None)
+        sys.modules.pop("my_encoders", None)
