@@ -151,3 +151,26 @@ def loopback_ray_cluster(cpus_per_node: int = 1, worker_env: dict | None = None,
                 ray.shutdown()
 
     return cluster()
+
+
+@pytest.fixture(scope="session")
+def _ray_nodes(s3_server):
+    """The session's two-node loopback cluster, started once (after the S3 server, so both nodes
+    take its endpoint and keys from their own environment, as cloud nodes take their role's)."""
+    with loopback_ray_cluster() as address:
+        yield address
+
+
+@pytest.fixture
+def ray_cluster(_ray_nodes):
+    """The address of the session's two-node Ray cluster, the driver connected to it. Other tests
+    start and stop a private local Ray: a test using this fixture is reconnected to the cluster."""
+    import ray
+
+    connected = ray.is_initialized() and ray.get_runtime_context().gcs_address == _ray_nodes
+    if not connected:
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(address=_ray_nodes, configure_logging=False, log_to_driver=False)
+    return _ray_nodes
+

@@ -21,14 +21,6 @@ from storage.catalog import content_hash, load_catalog  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    from conftest import loopback_ray_cluster
-
-    with loopback_ray_cluster() as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
     synthesize(root / "sun", "sunrgbd", 16, seed=11)

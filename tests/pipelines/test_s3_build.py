@@ -140,22 +140,12 @@ def test_driver_sigkill_mid_build_then_rerun_gives_the_same_dataset(s3_server, s
 # -- two nodes, nothing shared but the bucket ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cluster_with_s3(s3_server):
-    """Both nodes get the S3 endpoint and credentials from their own environment (started after the
-    S3 server): nothing reaches them through the driver."""
-    from conftest import loopback_ray_cluster
-
-    with loopback_ray_cluster() as address:
-        yield address
-
-
-def test_two_node_cluster_builds_s3_to_s3_equal_to_local(ray_cluster_with_s3, s3_server, s3_sources, local_reference):
+def test_two_node_cluster_builds_s3_to_s3_equal_to_local(ray_cluster, s3_server, s3_sources, local_reference):
     from pipelines.executors.ray import RayExecutor
 
     bucket = s3_server.new_bucket()
     out = f"s3://{bucket}/ds"
-    report = _build(s3_sources, out, executor=RayExecutor(address=ray_cluster_with_s3, max_in_flight=4))
+    report = _build(s3_sources, out, executor=RayExecutor(address=ray_cluster, max_in_flight=4))
     assert report.stored == N_SAMPLES
     shards = load_catalog(out)["shards"]
     assert len({entry["node_id"] for entry in shards.values()}) == 2, "shards were not committed from both nodes"
