@@ -137,7 +137,6 @@ class RayExecutor(Executor):
         self.num_cpus_per_task = num_cpus_per_task
         self.object_store_memory = object_store_memory
         self.spread = spread
-        self._started_ray = False
 
     def connect(self) -> None:
         import ray
@@ -148,14 +147,6 @@ class RayExecutor(Executor):
         if self.address == "local":
             kwargs.update(include_dashboard=False, object_store_memory=self.object_store_memory)
         ray.init(**kwargs)
-        self._started_ray = True
-
-    def shutdown(self) -> None:
-        import ray
-
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-        self._started_ray = False
 
     def _on_every_node(self, fn: Callable, *args) -> list:
         """``fn(*args)`` once on every alive node (zero CPUs: it runs even on a busy cluster)."""

@@ -29,21 +29,18 @@ def _store_keys(s3_server, bucket, encoder_id):
     return [k.removeprefix(prefix) for k in s3_server.keys(bucket, prefix)]
 
 
-@pytest.fixture(scope="module")
-def ray_executor():
-    """The executor builds use, connected once for this module (its own local Ray)."""
+@pytest.fixture
+def ray_executor(ray_cluster):
+    """An executor on the session's two-node cluster."""
     ray = pytest.importorskip("ray")
     from pipelines.executors.ray import RayExecutor
 
-    if ray.is_initialized():
-        ray.shutdown()
-    executor = RayExecutor(object_store_memory=100 * 1024**2)
+    executor = RayExecutor(address=ray_cluster)
     executor.connect()
     # Workers defined in this test module travel by value (tests/ is not importable on workers).
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield executor
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    executor.shutdown()
 
 
 def test_s3_store_rerun_and_appended_shards(s3_server, s3_bucket, tmp_path):
