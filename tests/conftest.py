@@ -173,4 +173,3 @@ def ray_cluster(_ray_nodes):
             ray.shutdown()
         ray.init(address=_ray_nodes, configure_logging=False, log_to_driver=False)
     return _ray_nodes
-
