@@ -140,23 +140,25 @@ def _replace_dataclass(current: Any, overrides: dict[str, Any], prefix: str) -> 
 
 
 def _validated(current: Any, converted: dict[str, Any], prefix: str) -> Any:
-    """The config with the overrides, every field checked against its annotation by pydantic (the
-    elements of tuples too: ``percentiles = ["a", 99]``) and by the config's own checks; a failure
-    is one ValueError naming the key and the value."""
+    """The config with the overrides. Each overridden field is checked against its annotation by
+    pydantic, strictly (the elements of tuples too: ``percentiles = ["a", 99]``), then the config's
+    own checks run; a failure is one ValueError naming the key and the value. Values are kept as
+    given, so the recorded config and its hash are those of earlier versions (10 stays 10)."""
+    import typing
+
     from pydantic import TypeAdapter, ValidationError
 
-    values = {**{f.name: getattr(current, f.name) for f in dataclasses.fields(current)}, **converted}
+    hints = typing.get_type_hints(type(current))
+    for key, value in converted.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in (prefix, key, *error["loc"]))
+            raise ValueError(f"{where} = {error.get('input')!r}: {error['msg']}") from None
     try:
-        return TypeAdapter(type(current)).validate_python(values)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(part) for part in error["loc"])
-        key = f"{prefix}.{loc}" if loc else prefix
-        value = error.get("input")
-        if not loc and "ctx" in error:  # a check of the config itself (__post_init__)
-            raise ValueError(f"{prefix}: {error['ctx'].get('error', error['msg'])}") from None
-        raise ValueError(f"{key} = {value!r}: {error['msg']}") from None
-    except (TypeError, ValueError) as exc:
+        return dataclasses.replace(current, **converted)
+    except (TypeError, ValueError) as exc:  # the config's own checks (__post_init__)
         raise ValueError(f"{prefix}: {exc}") from None
 
 

@@ -263,3 +263,21 @@ def test_plugins_named_in_the_environment_reach_the_command_line(tmp_path):
         "bindset: error: BINDSET_PLUGINS names 'no_such_plugin_module', which cannot be imported: "
         "No module named 'no_such_plugin_module'"
     )
+
+
+def test_validated_overrides_keep_their_values_and_the_config_hash():
+    """Checking an override does not rewrite it: ``max_depth_m = 10`` is recorded as 10, so datasets
+    built with the same TOML before the checks resume without a config mismatch."""
+    import dataclasses
+
+    from storage.catalog import config_hash
+
+    config = BuildConfig.from_dict({"depth": {"max_depth_m": 10}, "thermal": {"percentiles": [1, 98]}})
+    default = BuildConfig()
+    unchecked = dataclasses.replace(
+        default,
+        depth=dataclasses.replace(default.depth, max_depth_m=10),
+        thermal=dataclasses.replace(default.thermal, percentiles=(1, 98)),
+    )
+    assert config.to_dict()["depth"]["max_depth_m"] == 10 and isinstance(config.depth.max_depth_m, int)
+    assert config_hash(config.to_dict()) == config_hash(unchecked.to_dict())
