@@ -131,8 +131,24 @@ def _text(row, cfg: BuildConfig, out: ProcessedSample) -> None:
     out.add("text", {"tokens": tokens[0].astype(np.int32)})
 
 
+# The temporal modalities pipelines.temporal builds on one clock; file-backed spatial ones are
+# built by the registry's decode/preprocess, text from the row's caption.
+TEMPORAL_BUILT = ("video", "audio", "imu")
+
+
+def _has_build_step(spec: ModalitySpec) -> bool:
+    return (spec.kind == "spatial" and not spec.joint) or spec.name in TEMPORAL_BUILT
+
+
 def process_sample(row: dict[str, Any], cfg: BuildConfig) -> ProcessedSample:
     """All modalities of one manifest row; raises SampleError on the first bad input."""
+    for spec in modalities():
+        # A registered modality nothing here builds (a temporal or file-backed text plugin) would
+        # otherwise be dropped from the sample without a word.
+        if spec.uri_column and row.get(spec.uri_column) and not _has_build_step(spec):
+            message = f"modality {spec.name!r} ({spec.kind}) has no build step: bindset builds spatial modalities "
+            message += f"through the registry and the temporal ones {', '.join(TEMPORAL_BUILT)} on one clock"
+            raise SampleError("preprocess", ValueError(message), row[spec.uri_column])
     out = ProcessedSample()
     frame: SpatialFrame | None = None
     spatial = [s for s in modalities("spatial") if s.uri_column and row.get(s.uri_column)]

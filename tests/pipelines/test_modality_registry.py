@@ -281,3 +281,30 @@ def test_validated_overrides_keep_their_values_and_the_config_hash():
     )
     assert config.to_dict()["depth"]["max_depth_m"] == 10 and isinstance(config.depth.max_depth_m, int)
     assert config_hash(config.to_dict()) == config_hash(unchecked.to_dict())
+
+
+def test_a_registered_modality_without_a_build_step_is_a_named_reject_not_a_silent_drop(tmp_path):
+    register_modality(
+        ModalitySpec(
+            name="sonar",
+            kind="temporal",
+            stored=(StoredArray("ping", "float32", "[T]"),),
+            config=EventConfig,
+            model_ready=lambda stored, cfg: {"sonar": stored["sonar/ping"]},
+            joint=True,
+        )
+    )
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "rgb.png").write_bytes(_png(Image.new("RGB", (120, 90))))
+        (src / "s.bin").write_bytes(b"\x00" * 64)
+        pl.DataFrame([{"image": "rgb.png", "sonar": "s.bin"}]).write_csv(src / "pairs.csv")
+        report = build_dataset(
+            [create_source("generic", src / "pairs.csv")], tmp_path / "ds", BuildConfig(), progress=False
+        )
+        assert report.stored == 0 and report.rejected == 1
+        message = storage.scan_rejects(tmp_path / "ds").collect()["message"][0]
+        assert "modality 'sonar' (temporal) has no build step" in message
+    finally:
+        unregister_modality("sonar")
