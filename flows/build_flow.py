@@ -213,16 +213,7 @@ def _build_dataset(config_path: str | None, config: dict[str, Any] | None) -> di
         )
     # The config's encoders, each an embed-backfill subflow run: only shards lacking its store
     embedded = [embed_backfill_flow(str(report.root), **embed_arguments(run, enc)) for enc in run.encoders]
-    return {
-        "dataset": str(report.root),
-        "stored": report.stored,
-        "rejected": report.rejected,
-        "reject_reasons": report.all_reject_reasons(),
-        "shards_built": len(report.summaries),
-        "seconds": report.seconds,
-        "embedded": embedded,
-        "executor": chosen,
-    }
+    return report.result(report.seconds, embedded, chosen)
 
 
 @flow(name="validate-dataset")

@@ -58,13 +58,5 @@ def run_plain(run: RunConfig, progress: bool = True) -> dict:
                 "seconds": done.seconds,
             }
         )
-    return {
-        "dataset": str(report.root),
-        "stored": report.stored,
-        "rejected": report.rejected,
-        "reject_reasons": report.all_reject_reasons(),
-        "shards_built": len(report.summaries),
-        "seconds": time.perf_counter() - started,
-        "embedded": embedded,
-        "executor": executor.description,
-    }
+    # Wall time of the command: the build and the embeds after it.
+    return report.result(time.perf_counter() - started, embedded, executor.description)

@@ -71,6 +71,20 @@ class BuildReport:
             counts["manifest"] += self.manifest_rejects
         return dict(counts.most_common())
 
+    def result(self, seconds: float, embedded: list, executor: str) -> dict:
+        """What a build command returns (and prints as JSON): the counts of this run, the encoders
+        embedded after it, and the executor that ran it."""
+        return {
+            "dataset": str(self.root),
+            "stored": self.stored,
+            "rejected": self.rejected,
+            "reject_reasons": self.all_reject_reasons(),
+            "shards_built": len(self.summaries),
+            "seconds": seconds,
+            "embedded": embedded,
+            "executor": executor,
+        }
+
     def lines(self) -> list[str]:
         rate = self.stored / self.seconds if self.seconds > 0 else 0.0
         out = [

@@ -30,8 +30,7 @@ import numpy as np
 import polars as pl
 
 import storage
-from preprocess.registry import ModalitySpec, Preview, modalities
-from preprocess.registry import quality_columns as quality_labels
+from preprocess.registry import ModalitySpec, Preview, modalities, quality_labels
 from storage.catalog import load_catalog
 from storage.location import Location, as_location, publish_file
 from storage.object_path import ObjectPath

@@ -64,15 +64,14 @@ class InputPrefetch:
     decodes. Only for sources on object stores, where each file is a request with tens of ms of
     latency that would otherwise sit on the decode path; a local read costs microseconds."""
 
-    # Spatial inputs are small files read whole; temporal media are fetched once per worker
-    # (pipelines.temporal), seeked in place.
-    COLUMNS = property(lambda self: tuple(s.uri_column for s in modalities("spatial") if s.uri_column))
-
     def __init__(self, rows: Sequence[dict[str, Any]], ahead: int = 8, threads: int = 4):
         from concurrent.futures import ThreadPoolExecutor
 
         self.rows = list(rows)
         self.ahead = ahead
+        # Spatial inputs are small files read whole; temporal media are fetched once per worker
+        # (pipelines.temporal), seeked in place.
+        self.columns = tuple(s.uri_column for s in modalities("spatial") if s.uri_column)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bindset-prefetch")
         self._futures: dict[tuple[str, str], Any] = {}
         self._next = 0
@@ -81,7 +80,7 @@ class InputPrefetch:
         """Row ``position`` is next: keep the ``ahead`` rows from it in flight."""
         while self._next < min(len(self.rows), position + self.ahead):
             row = self.rows[self._next]
-            for column in self.COLUMNS:
+            for column in self.columns:
                 if row.get(column):
                     self._futures[(row["sample_id"], column)] = self._pool.submit(_fetch, row, column)
             self._next += 1

@@ -210,8 +210,8 @@ def uri_columns() -> dict[str, str]:
     return {s.name: s.uri_column for s in modalities() if s.uri_column}
 
 
-def quality_columns() -> dict[str, str]:
-    """Every registered per-sample quality column ("q_*") -> what it measures."""
+def quality_labels() -> dict[str, str]:
+    """Every registered per-sample quality column ("q_*") -> its label (report's axis title)."""
     return {q: text for s in modalities() for q, text in s.quality.items()}
 
 
@@ -255,7 +255,7 @@ __all__ = [
     "modalities",
     "modality_names",
     "model_ready",
-    "quality_columns",
+    "quality_labels",
     "register_modality",
     "unregister_modality",
     "uri_columns",

@@ -55,9 +55,9 @@ _TAIL: dict[str, pl.DataType] = {
 
 def quality_columns() -> tuple[str, ...]:
     """Every per-sample quality column: the built-ins, then registered modalities' own."""
-    from preprocess.registry import quality_columns as registered
+    from preprocess.registry import quality_labels
 
-    return BUILTIN_QUALITY_COLUMNS + tuple(q for q in registered() if q not in BUILTIN_QUALITY_COLUMNS)
+    return BUILTIN_QUALITY_COLUMNS + tuple(q for q in quality_labels() if q not in BUILTIN_QUALITY_COLUMNS)
 
 
 def index_schema() -> dict[str, pl.DataType]:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from encoders.imagebind_config import ImageBindConfig, get_config
-from preprocess.registry import bindable_names, get_modality
 
 
 class ResumeMismatch(RuntimeError):
@@ -131,14 +130,3 @@ class TrainResult:
 
 
 __all__ = ["ResumeMismatch", "TrainConfig", "TrainResult", "resolve_imagebind_config"]
-
-
-def bindable_modalities() -> tuple[str, ...]:
-    """Modalities a binding trainer can bind to the frozen image space (registry entries with a
-    temperature: each has an ImageBind-architecture trunk)."""
-    return bindable_names()
-
-
-def default_temperature(modality: str) -> float:
-    """The InfoNCE temperature a binding of ``modality`` starts from (its registry entry's)."""
-    return float(get_modality(modality).temperature)

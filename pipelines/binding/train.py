@@ -69,8 +69,6 @@ from pipelines.binding.config import (
     ResumeMismatch,
     TrainConfig,
     TrainResult,
-    bindable_modalities,
-    default_temperature,
 )
 from pipelines.binding.objective import (
     cosine_lr,
@@ -81,6 +79,7 @@ from pipelines.binding.objective import (
     symmetric_infonce,
 )
 from pipelines.binding.pairs import ModalityInputs, load_pairs
+from preprocess.registry import bindable_names, get_modality
 
 log = logging.getLogger("bindset.train")
 
@@ -121,7 +120,7 @@ def train_binding(
     after that many more epochs (a time-boxed job; rerun to continue) without changing the schedule.
     """
     started = time.perf_counter()
-    bindable = bindable_modalities()
+    bindable = bindable_names()
     if modality not in bindable:
         raise ValueError(f"cannot bind modality {modality!r}; choose one of {bindable}")
     dataset = Path(dataset)
@@ -138,7 +137,7 @@ def train_binding(
             target_encoder_id,
             pairs.missing[:3],
         )
-    temperature = float(config.temperature or default_temperature(modality))
+    temperature = float(config.temperature or get_modality(modality).temperature)
     ib_config = config.imagebind_config()
     target_dim = int(pairs.targets.shape[1])
     device, precision = _resolve_runtime(config.device, config.precision)

@@ -109,8 +109,7 @@ def test_train_choices_come_from_the_registry_without_torch():
 
     probe = (
         "import sys; from flows.cli import make_parser; make_parser(); torch = 'torch' in sys.modules; "
-        "from pipelines.binding.config import bindable_modalities; "
-        "print(sorted(bindable_modalities()), torch)"
+        "from preprocess.registry import bindable_names; print(sorted(bindable_names()), torch)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['audio', 'depth', 'imu', 'thermal'] False"

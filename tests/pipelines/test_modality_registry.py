@@ -4,6 +4,7 @@ inspect and report, with no edit to the package: everything derives from the reg
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,17 +193,7 @@ def test_a_bug_in_a_modality_stops_the_shard_instead_of_becoming_a_reject(tmp_pa
     def buggy(frame01, cfg, row, frame):
         return BuiltModality({"counts": frame01.nonexistent_attribute})  # AttributeError: a bug
 
-    register_modality(
-        ModalitySpec(
-            name="event",
-            kind="spatial",
-            stored=(StoredArray("counts", "float16", "[1,S,S]"),),
-            config=EventConfig,
-            model_ready=_event_ready,
-            decode=_decode_event,
-            preprocess=buggy,
-        )
-    )
+    register_modality(dataclasses.replace(EVENT, preprocess=buggy))
     try:
         src = tmp_path / "src"
         src.mkdir()
@@ -268,8 +259,6 @@ def test_plugins_named_in_the_environment_reach_the_command_line(tmp_path):
 def test_validated_overrides_keep_their_values_and_the_config_hash():
     """Checking an override does not rewrite it: ``max_depth_m = 10`` is recorded as 10, so datasets
     built with the same TOML before the checks resume without a config mismatch."""
-    import dataclasses
-
     from storage.catalog import config_hash
 
     config = BuildConfig.from_dict({"depth": {"max_depth_m": 10}, "thermal": {"percentiles": [1, 98]}})
